@@ -1,0 +1,38 @@
+//! Compiles the wire protocols in `proto/` (etcd's v3 API, written here with etcd's package, service,
+//! message and field names, and cairn's own peer and log-entry formats) into Rust with prost/tonic.
+
+use std::path::{Path, PathBuf};
+
+fn main() {
+    if std::env::var_os("PROTOC").is_none() {
+        // No system protoc is needed: the vendored one ships inside a crates.io package.
+        let protoc = protoc_bin_vendored::protoc_bin_path().expect("vendored protoc");
+        std::env::set_var("PROTOC", protoc);
+    }
+    let root = Path::new("proto");
+    let mut files: Vec<PathBuf> = Vec::new();
+    collect(root, &mut files);
+    files.sort();
+    for f in &files {
+        println!("cargo:rerun-if-changed={}", f.display());
+    }
+    println!("cargo:rerun-if-changed=proto");
+    tonic_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .generate_default_stubs(true)
+        .compile_protos(&files, &[root.to_path_buf()])
+        .expect("compile protos");
+}
+
+fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            collect(&p, out);
+        } else if p.extension().is_some_and(|x| x == "proto") {
+            out.push(p);
+        }
+    }
+}

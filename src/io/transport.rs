@@ -1,0 +1,21 @@
+//! Raft messages between members.
+
+use raft::eraftpb::Message;
+
+/// Sends raft messages to peers. Sending never blocks the node: an implementation queues each
+/// message on a bounded per-peer queue and drops it when the queue is full (raft retransmits).
+/// Inbound messages reach the node through the channel handed to the node at start.
+pub trait Transport: Send + Sync + 'static {
+    fn send(&self, msg: Message);
+}
+
+/// The transport of a single-member cluster: there is nobody to talk to, so any message is a bug
+/// in the caller and is dropped with a warning.
+#[derive(Debug, Default, Clone)]
+pub struct LocalTransport;
+
+impl Transport for LocalTransport {
+    fn send(&self, msg: Message) {
+        tracing::warn!(to = msg.to, msg_type = ?msg.get_msg_type(), "no peer transport: message dropped");
+    }
+}

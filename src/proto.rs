@@ -1,0 +1,10 @@
+//! Generated wire types and gRPC stubs, compiled by `build.rs` from the `.proto` files in `proto/`.
+//!
+//! The etcd packages keep etcd's names and field numbers so etcd clients work unchanged;
+//! `cairnpb` holds cairn's own formats (raft log entries, peer messages).
+
+#![allow(clippy::all, clippy::pedantic, missing_docs, rustdoc::all)]
+
+pub mod mvccpb {
+    include!(concat!(env!("OUT_DIR"), "/mvccpb.rs"));
+}
