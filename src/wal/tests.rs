@@ -1,0 +1,979 @@
+//! Tests of the WAL as a whole: on the real file system (`FsDisk` in a temporary directory) and
+//! on a small in-memory disk that can lose unsynced writes and fail `fsync`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use ::raft::eraftpb::{Entry, HardState};
+use proptest::prelude::*;
+use protobuf::Message as _;
+
+use super::segment::SegmentName;
+use super::*;
+use crate::io::{Disk, DiskFile, FsDisk};
+
+// ---------------------------------------------------------------------------------------------
+// An in-memory disk.
+
+#[derive(Debug, Default)]
+struct MemFileData {
+    data: Vec<u8>,
+    /// Bytes that survive a crash.
+    synced: usize,
+}
+
+#[derive(Debug, Default)]
+struct MemState {
+    files: BTreeMap<PathBuf, MemFileData>,
+    dirs: BTreeSet<PathBuf>,
+    fail_syncs: bool,
+}
+
+/// A disk in memory. Directory operations are durable at once; file contents only up to the
+/// last sync, and [`MemDisk::crash`] drops the rest.
+#[derive(Debug, Default, Clone)]
+struct MemDisk(Arc<Mutex<MemState>>);
+
+impl MemDisk {
+    fn crash(&self) {
+        for file in self.0.lock().unwrap().files.values_mut() {
+            file.data.truncate(file.synced);
+        }
+    }
+
+    fn fail_syncs(&self, fail: bool) {
+        self.0.lock().unwrap().fail_syncs = fail;
+    }
+}
+
+struct MemFile {
+    state: Arc<Mutex<MemState>>,
+    path: PathBuf,
+}
+
+fn not_found(path: &Path) -> io::Error {
+    io::Error::new(io::ErrorKind::NotFound, path.display().to_string())
+}
+
+impl Disk for MemDisk {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        let mut state = self.0.lock().unwrap();
+        for d in dir.ancestors().filter(|d| !d.as_os_str().is_empty()) {
+            state.dirs.insert(d.to_path_buf());
+        }
+        Ok(())
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let state = self.0.lock().unwrap();
+        if !state.dirs.contains(dir) {
+            return Err(not_found(dir));
+        }
+        let names = state.files.keys().filter(|p| p.parent() == Some(dir));
+        Ok(names
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect())
+    }
+
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        let state = self.0.lock().unwrap();
+        state
+            .files
+            .get(path)
+            .map(|f| f.data.clone())
+            .ok_or_else(|| not_found(path))
+    }
+
+    fn open_append(&self, path: &Path) -> io::Result<Box<dyn DiskFile>> {
+        let mut state = self.0.lock().unwrap();
+        if !state.dirs.contains(path.parent().unwrap()) {
+            return Err(not_found(path));
+        }
+        state.files.entry(path.to_path_buf()).or_default();
+        Ok(Box::new(MemFile {
+            state: self.0.clone(),
+            path: path.to_path_buf(),
+        }))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut state = self.0.lock().unwrap();
+        let file = state.files.remove(from).ok_or_else(|| not_found(from))?;
+        state.files.insert(to.to_path_buf(), file);
+        Ok(())
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        let mut state = self.0.lock().unwrap();
+        state
+            .files
+            .remove(path)
+            .map(|_| ())
+            .ok_or_else(|| not_found(path))
+    }
+
+    fn sync_dir(&self, _dir: &Path) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        let state = self.0.lock().unwrap();
+        state.files.contains_key(path) || state.dirs.contains(path)
+    }
+}
+
+impl DiskFile for MemFile {
+    fn append(&mut self, buf: &[u8]) -> io::Result<()> {
+        let mut state = self.state.lock().unwrap();
+        let file = state
+            .files
+            .get_mut(&self.path)
+            .ok_or_else(|| not_found(&self.path))?;
+        file.data.extend_from_slice(buf);
+        Ok(())
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        let mut state = self.state.lock().unwrap();
+        if state.fail_syncs {
+            return Err(io::Error::other("injected fsync failure"));
+        }
+        let file = state
+            .files
+            .get_mut(&self.path)
+            .ok_or_else(|| not_found(&self.path))?;
+        file.synced = file.data.len();
+        Ok(())
+    }
+
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        let mut state = self.state.lock().unwrap();
+        let file = state
+            .files
+            .get_mut(&self.path)
+            .ok_or_else(|| not_found(&self.path))?;
+        file.data.truncate(len as usize);
+        file.synced = file.synced.min(file.data.len());
+        Ok(())
+    }
+
+    fn len(&self) -> u64 {
+        let state = self.state.lock().unwrap();
+        state
+            .files
+            .get(&self.path)
+            .map_or(0, |f| f.data.len() as u64)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers.
+
+fn entry(index: u64, term: u64) -> Entry {
+    Entry {
+        index,
+        term,
+        data: format!("entry {index} of term {term}").into_bytes().into(),
+        ..Entry::default()
+    }
+}
+
+fn entries(indexes: std::ops::RangeInclusive<u64>, term: u64) -> Vec<Entry> {
+    indexes.map(|index| entry(index, term)).collect()
+}
+
+fn hard_state(term: u64, vote: u64, commit: u64) -> HardState {
+    HardState {
+        term,
+        vote,
+        commit,
+        ..HardState::default()
+    }
+}
+
+const METADATA: &[u8] = b"member 1 of cluster 7";
+
+/// A temporary directory on the real file system; the WAL lives in a subdirectory it creates.
+fn fs_setup() -> (tempfile::TempDir, Arc<dyn Disk>, PathBuf) {
+    let temp = tempfile::TempDir::new().unwrap();
+    let dir = temp.path().join("member").join("wal");
+    (temp, Arc::new(FsDisk), dir)
+}
+
+fn small_segments() -> WalOptions {
+    WalOptions {
+        segment_bytes_max: 512,
+    }
+}
+
+fn segment_paths(disk: &dyn Disk, dir: &Path) -> Vec<PathBuf> {
+    let names = disk.list(dir).unwrap();
+    names
+        .iter()
+        .filter(|n| SegmentName::parse(n).is_some())
+        .map(|n| dir.join(n))
+        .collect()
+}
+
+fn last_segment(disk: &dyn Disk, dir: &Path) -> PathBuf {
+    segment_paths(disk, dir).pop().unwrap()
+}
+
+/// Replaces a file's content through the `Disk` trait, as a disk fault would.
+fn rewrite(disk: &dyn Disk, path: &Path, data: &[u8]) {
+    disk.remove(path).unwrap();
+    let mut file = disk.open_append(path).unwrap();
+    file.append(data).unwrap();
+    file.sync().unwrap();
+}
+
+/// Where each record of a segment starts, read through the codec.
+fn record_offsets(disk: &dyn Disk, path: &Path) -> Vec<u64> {
+    let data = disk.read(path).unwrap();
+    let scan = record::scan(&data, false).unwrap();
+    scan.records.iter().map(|r| r.offset).collect()
+}
+
+fn reopen(disk: &Arc<dyn Disk>, dir: &Path, opts: WalOptions) -> (Wal, WalContents) {
+    Wal::open(disk.clone(), dir, opts).unwrap()
+}
+
+fn open_err(disk: &Arc<dyn Disk>, dir: &Path) -> WalError {
+    Wal::open(disk.clone(), dir, WalOptions::default()).unwrap_err()
+}
+
+/// A WAL with entries 1..=5 of term 1 and a hard state, synced and closed; one segment.
+fn five_entries(disk: &Arc<dyn Disk>, dir: &Path) {
+    let mut wal = Wal::create(disk.clone(), dir, METADATA, WalOptions::default()).unwrap();
+    for index in 1..=5 {
+        wal.append(&[entry(index, 1)], None).unwrap();
+    }
+    wal.append(&[], Some(&hard_state(1, 1, 3))).unwrap();
+    wal.sync().unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests.
+
+#[test]
+fn round_trip_of_entries_and_hard_state_survives_reopen() {
+    let (_temp, disk, dir) = fs_setup();
+    let mut wal = Wal::create(disk.clone(), &dir, METADATA, WalOptions::default()).unwrap();
+    wal.append(&entries(1..=3, 1), Some(&hard_state(1, 1, 0)))
+        .unwrap();
+    wal.append(&entries(4..=6, 2), Some(&hard_state(2, 2, 5)))
+        .unwrap();
+    wal.sync().unwrap();
+    assert_eq!(wal.last_index(), 6);
+    drop(wal);
+
+    let (wal, contents) = reopen(&disk, &dir, WalOptions::default());
+    assert_eq!(contents.metadata, METADATA);
+    assert_eq!(contents.hard_state, hard_state(2, 2, 5));
+    assert_eq!(contents.snapshot, None);
+    let expected: Vec<Entry> = entries(1..=3, 1)
+        .into_iter()
+        .chain(entries(4..=6, 2))
+        .collect();
+    assert_eq!(contents.entries, expected);
+    assert_eq!(wal.last_index(), 6);
+    assert_eq!(wal.hard_state(), &hard_state(2, 2, 5));
+    assert_eq!(wal.metadata(), METADATA);
+}
+
+#[test]
+fn created_wal_is_empty_and_durable() {
+    let (_temp, disk, dir) = fs_setup();
+    assert!(!Wal::exists(&*disk, &dir));
+    let wal = Wal::create(disk.clone(), &dir, METADATA, WalOptions::default()).unwrap();
+    assert!(Wal::exists(&*disk, &dir));
+    assert_eq!(wal.last_index(), 0);
+    drop(wal);
+    let (_, contents) = reopen(&disk, &dir, WalOptions::default());
+    assert_eq!(
+        contents,
+        WalContents {
+            metadata: METADATA.to_vec(),
+            ..WalContents::default()
+        }
+    );
+}
+
+#[test]
+fn create_refuses_a_directory_that_already_holds_a_wal() {
+    let (_temp, disk, dir) = fs_setup();
+    Wal::create(disk.clone(), &dir, METADATA, WalOptions::default()).unwrap();
+    let err = Wal::create(disk.clone(), &dir, METADATA, WalOptions::default()).unwrap_err();
+    assert!(matches!(err, WalError::AlreadyExists { .. }), "{err}");
+}
+
+#[test]
+fn open_without_a_wal_is_not_found() {
+    let (_temp, disk, dir) = fs_setup();
+    assert!(matches!(open_err(&disk, &dir), WalError::NotFound { .. }));
+    disk.create_dir_all(&dir).unwrap();
+    assert!(matches!(open_err(&disk, &dir), WalError::NotFound { .. }));
+}
+
+#[test]
+fn oversized_records_are_refused_and_leave_the_log_unchanged() {
+    let (_temp, disk, dir) = fs_setup();
+    let big = vec![0u8; METADATA_BYTES_MAX + 1];
+    let err = Wal::create(disk.clone(), &dir, &big, WalOptions::default()).unwrap_err();
+    assert!(matches!(err, WalError::TooLarge { .. }), "{err}");
+
+    let mut wal = Wal::create(disk.clone(), &dir, METADATA, WalOptions::default()).unwrap();
+    let mut huge = entry(2, 1);
+    huge.data = vec![7u8; RECORD_BYTES_MAX].into();
+    let err = wal.append(&[entry(1, 1), huge], None).unwrap_err();
+    assert!(matches!(err, WalError::TooLarge { .. }), "{err}");
+    // Nothing of the refused batch was taken, and the WAL is still usable.
+    assert_eq!(wal.last_index(), 0);
+    wal.append(&[entry(1, 1)], None).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    let (_, contents) = reopen(&disk, &dir, WalOptions::default());
+    assert_eq!(contents.entries, vec![entry(1, 1)]);
+}
+
+#[test]
+fn overwrite_of_a_suffix_is_reproduced_by_recovery() {
+    let (_temp, disk, dir) = fs_setup();
+    let mut wal = Wal::create(disk.clone(), &dir, METADATA, WalOptions::default()).unwrap();
+    wal.append(&entries(1..=5, 1), Some(&hard_state(1, 0, 2)))
+        .unwrap();
+    wal.sync().unwrap();
+    // A new leader in term 2 replaces the follower's uncommitted entries from 3 on (§5.3).
+    wal.append(&entries(3..=4, 2), Some(&hard_state(2, 0, 2)))
+        .unwrap();
+    assert_eq!(wal.last_index(), 4);
+    wal.sync().unwrap();
+    drop(wal);
+
+    let (mut wal, contents) = reopen(&disk, &dir, WalOptions::default());
+    let expected: Vec<Entry> = entries(1..=2, 1)
+        .into_iter()
+        .chain(entries(3..=4, 2))
+        .collect();
+    assert_eq!(contents.entries, expected);
+    assert_eq!(wal.last_index(), 4);
+    // The reopened WAL continues from the overwritten log.
+    wal.append(&[entry(5, 2)], None).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    let (_, contents) = reopen(&disk, &dir, WalOptions::default());
+    assert_eq!(contents.entries.last(), Some(&entry(5, 2)));
+    assert_eq!(contents.entries.len(), 5);
+}
+
+#[test]
+fn segments_roll_at_the_size_limit_and_each_starts_with_metadata_and_hard_state() {
+    let (_temp, disk, dir) = fs_setup();
+    let mut wal = Wal::create(disk.clone(), &dir, METADATA, small_segments()).unwrap();
+    for index in 1..=40 {
+        wal.append(&[entry(index, 1)], Some(&hard_state(1, 1, index - 1)))
+            .unwrap();
+        wal.sync().unwrap();
+    }
+    drop(wal);
+
+    let paths = segment_paths(&*disk, &dir);
+    assert!(paths.len() > 3, "{} segments", paths.len());
+    let mut previous: Option<SegmentName> = None;
+    let mut latest = HardState::default();
+    for path in &paths {
+        let name = SegmentName::parse(path.file_name().unwrap().to_str().unwrap()).unwrap();
+        let data = disk.read(path).unwrap();
+        let scan = record::scan(&data, false).unwrap();
+        assert_eq!(scan.records[0].kind, record::RecordType::Metadata);
+        assert_eq!(scan.records[0].payload, METADATA);
+        assert_eq!(scan.records[1].kind, record::RecordType::HardState);
+        let header_hs = HardState::parse_from_bytes(scan.records[1].payload).unwrap();
+        if let Some(previous) = previous {
+            assert_eq!(name.seq, previous.seq + 1);
+            // The header repeats the latest HardState written before the roll.
+            assert_eq!(header_hs, latest);
+            // A segment reaches the limit and exceeds it by at most one record.
+            let previous_bytes = disk.read(&dir.join(previous.to_string())).unwrap().len() as u64;
+            assert!(previous_bytes >= small_segments().segment_bytes_max);
+            assert!(
+                previous_bytes < small_segments().segment_bytes_max + 100,
+                "{previous_bytes}"
+            );
+        }
+        for record in &scan.records {
+            if record.kind == record::RecordType::HardState {
+                latest = HardState::parse_from_bytes(record.payload).unwrap();
+            }
+        }
+        previous = Some(name);
+    }
+
+    let (wal, contents) = reopen(&disk, &dir, small_segments());
+    assert_eq!(contents.entries, entries(1..=40, 1));
+    assert_eq!(contents.hard_state, hard_state(1, 1, 39));
+    assert_eq!(wal.last_index(), 40);
+}
+
+#[test]
+fn release_to_deletes_only_segments_covered_by_the_snapshot() {
+    let (_temp, disk, dir) = fs_setup();
+    let mut wal = Wal::create(disk.clone(), &dir, METADATA, small_segments()).unwrap();
+    for index in 1..=40 {
+        wal.append(&[entry(index, 1)], Some(&hard_state(1, 1, index)))
+            .unwrap();
+        wal.sync().unwrap();
+    }
+    let before = segment_paths(&*disk, &dir);
+    wal.record_snapshot(20, 1).unwrap();
+    wal.release_to(20).unwrap();
+    let after = segment_paths(&*disk, &dir);
+    assert!(after.len() < before.len());
+    assert_eq!(after, before[before.len() - after.len()..].to_vec());
+    // Every segment released held only entries the snapshot covers: the first one kept starts
+    // at or below 21, and the one after it starts above 21.
+    let first_index = |path: &PathBuf| {
+        SegmentName::parse(path.file_name().unwrap().to_str().unwrap())
+            .unwrap()
+            .first_index
+    };
+    assert!(first_index(&after[0]) <= 21);
+    assert!(first_index(&after[1]) > 21);
+    drop(wal);
+
+    let (mut wal, contents) = reopen(&disk, &dir, small_segments());
+    assert_eq!(contents.snapshot, Some((20, 1)));
+    assert_eq!(contents.entries, entries(21..=40, 1));
+    // Releasing everything up to the live segment keeps the live segment.
+    wal.record_snapshot(40, 1).unwrap();
+    wal.release_to(40).unwrap();
+    assert_eq!(segment_paths(&*disk, &dir).len(), 1);
+    drop(wal);
+    let (_, contents) = reopen(&disk, &dir, small_segments());
+    assert_eq!(contents.snapshot, Some((40, 1)));
+    assert!(contents.entries.is_empty());
+    assert_eq!(contents.hard_state, hard_state(1, 1, 40));
+}
+
+#[test]
+#[should_panic(expected = "beyond the snapshot")]
+fn release_beyond_the_snapshot_panics() {
+    let disk: Arc<dyn Disk> = Arc::new(MemDisk::default());
+    let mut wal = Wal::create(disk, Path::new("/wal"), METADATA, small_segments()).unwrap();
+    wal.append(&entries(1..=10, 1), None).unwrap();
+    wal.record_snapshot(5, 1).unwrap();
+    let _ = wal.release_to(6);
+}
+
+#[test]
+fn local_snapshot_keeps_later_entries_and_leader_snapshot_replaces_the_log() {
+    let (_temp, disk, dir) = fs_setup();
+    let mut wal = Wal::create(disk.clone(), &dir, METADATA, WalOptions::default()).unwrap();
+    wal.append(&entries(1..=10, 1), Some(&hard_state(1, 1, 8)))
+        .unwrap();
+    wal.record_snapshot(8, 1).unwrap();
+    assert_eq!(wal.last_index(), 10);
+    drop(wal);
+    let (mut wal, contents) = reopen(&disk, &dir, WalOptions::default());
+    assert_eq!(contents.snapshot, Some((8, 1)));
+    assert_eq!(contents.entries, entries(9..=10, 1));
+
+    // The leader sends a snapshot at 20, term 3, which our log does not hold.
+    wal.record_snapshot(20, 3).unwrap();
+    wal.append(&[], Some(&hard_state(3, 0, 20))).unwrap();
+    assert_eq!(wal.last_index(), 20);
+    wal.append(&[entry(21, 3)], None).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    let (_, contents) = reopen(&disk, &dir, WalOptions::default());
+    assert_eq!(contents.snapshot, Some((20, 3)));
+    assert_eq!(contents.entries, vec![entry(21, 3)]);
+    assert_eq!(contents.hard_state, hard_state(3, 0, 20));
+}
+
+#[test]
+fn torn_tail_mid_record_recovers_the_prefix() {
+    let (_temp, disk, dir) = fs_setup();
+    five_entries(&disk, &dir);
+    let path = last_segment(&*disk, &dir);
+    let original = disk.read(&path).unwrap();
+    let offsets = record_offsets(&*disk, &path);
+    // Records: metadata, hard state, entries 1..=5, hard state. Cut inside entry 5 (index 6)
+    // at a few places: in its header and in its payload.
+    let (start, end) = (offsets[6] as usize, offsets[7] as usize);
+    for cut in [
+        start + 1,
+        start + record::HEADER_BYTES - 1,
+        start + record::HEADER_BYTES + 3,
+        end - 1,
+    ] {
+        rewrite(&*disk, &path, &original[..cut]);
+        let (mut wal, contents) = reopen(&disk, &dir, WalOptions::default());
+        assert_eq!(contents.entries, entries(1..=4, 1), "cut at {cut}");
+        assert_eq!(contents.hard_state, HardState::default(), "cut at {cut}");
+        assert_eq!(
+            disk.read(&path).unwrap().len(),
+            start,
+            "torn tail truncated"
+        );
+        assert_eq!(wal.last_index(), 4);
+        // The log continues from the prefix.
+        wal.append(&[entry(5, 2)], None).unwrap();
+        wal.sync().unwrap();
+        drop(wal);
+        let (_, contents) = reopen(&disk, &dir, WalOptions::default());
+        assert_eq!(contents.entries.last(), Some(&entry(5, 2)));
+    }
+}
+
+#[test]
+fn flipped_bit_in_the_last_record_is_treated_as_a_torn_tail() {
+    let (_temp, disk, dir) = fs_setup();
+    five_entries(&disk, &dir);
+    let path = last_segment(&*disk, &dir);
+    let original = disk.read(&path).unwrap();
+    let last = *record_offsets(&*disk, &path).last().unwrap() as usize;
+    // A bit in the header, then one in the payload, of the final hard state record.
+    for at in [last + 5, original.len() - 1] {
+        let mut damaged = original.clone();
+        damaged[at] ^= 0x10;
+        rewrite(&*disk, &path, &damaged);
+        let (_, contents) = reopen(&disk, &dir, WalOptions::default());
+        assert_eq!(contents.entries, entries(1..=5, 1));
+        assert_eq!(
+            contents.hard_state,
+            HardState::default(),
+            "the damaged hard state is dropped"
+        );
+        assert_eq!(disk.read(&path).unwrap(), original[..last].to_vec());
+    }
+}
+
+#[test]
+fn flipped_bit_in_a_middle_record_is_corrupt() {
+    let (_temp, disk, dir) = fs_setup();
+    five_entries(&disk, &dir);
+    let path = last_segment(&*disk, &dir);
+    let original = disk.read(&path).unwrap();
+    let offsets = record_offsets(&*disk, &path);
+    let entry_3 = offsets[4] as usize;
+    // The length field in the header, the payload checksum, and the payload.
+    for at in [
+        entry_3 + 5,
+        entry_3 + 13,
+        entry_3 + record::HEADER_BYTES + 2,
+    ] {
+        let mut damaged = original.clone();
+        damaged[at] ^= 0x01;
+        rewrite(&*disk, &path, &damaged);
+        match open_err(&disk, &dir) {
+            WalError::Corrupt {
+                segment,
+                offset,
+                reason,
+            } => {
+                assert_eq!(segment, path.display().to_string());
+                assert_eq!(offset, entry_3 as u64, "{reason}");
+                assert!(reason.contains("valid record follows"), "{reason}");
+            }
+            err => panic!("expected corruption, got {err}"),
+        }
+        // Refusing must not have touched the file.
+        assert_eq!(disk.read(&path).unwrap(), damaged);
+    }
+}
+
+#[test]
+fn trailing_zero_bytes_are_truncated() {
+    let (_temp, disk, dir) = fs_setup();
+    five_entries(&disk, &dir);
+    let path = last_segment(&*disk, &dir);
+    let original = disk.read(&path).unwrap();
+    for zeros in [1, record::HEADER_BYTES, 4096] {
+        let mut padded = original.clone();
+        padded.resize(original.len() + zeros, 0);
+        rewrite(&*disk, &path, &padded);
+        let (_, contents) = reopen(&disk, &dir, WalOptions::default());
+        assert_eq!(contents.entries, entries(1..=5, 1));
+        assert_eq!(contents.hard_state, hard_state(1, 1, 3));
+        assert_eq!(disk.read(&path).unwrap(), original);
+    }
+}
+
+#[test]
+fn zero_bytes_followed_by_records_are_corrupt() {
+    let (_temp, disk, dir) = fs_setup();
+    five_entries(&disk, &dir);
+    let path = last_segment(&*disk, &dir);
+    let original = disk.read(&path).unwrap();
+    let offsets = record_offsets(&*disk, &path);
+    // A sector's worth of zeros over entries 2 and 3, with entries after them intact.
+    let mut damaged = original.clone();
+    let (start, end) = (offsets[3] as usize, offsets[5] as usize);
+    damaged[start..end].fill(0);
+    rewrite(&*disk, &path, &damaged);
+    assert!(
+        matches!(open_err(&disk, &dir), WalError::Corrupt { offset, .. } if offset == start as u64)
+    );
+}
+
+#[test]
+fn reopen_after_recovery_appends_more() {
+    let disk = MemDisk::default();
+    let dyn_disk: Arc<dyn Disk> = Arc::new(disk.clone());
+    let dir = Path::new("/data/wal");
+    // Large enough that the unsynced batch below does not roll (a roll syncs), small enough
+    // that the rounds after recovery do.
+    let opts = WalOptions {
+        segment_bytes_max: 1500,
+    };
+    let mut wal = Wal::create(dyn_disk.clone(), dir, METADATA, opts).unwrap();
+    wal.append(&entries(1..=20, 1), Some(&hard_state(1, 1, 10)))
+        .unwrap();
+    wal.sync().unwrap();
+    // Buffered but never synced: lost in the crash.
+    wal.append(&entries(21..=22, 1), Some(&hard_state(1, 1, 22)))
+        .unwrap();
+    drop(wal);
+    disk.crash();
+
+    let (mut wal, contents) = reopen(&dyn_disk, dir, opts);
+    assert_eq!(contents.entries, entries(1..=20, 1));
+    assert_eq!(contents.hard_state, hard_state(1, 1, 10));
+    for round in 0..3u64 {
+        let first = wal.last_index() + 1;
+        wal.append(
+            &entries(first..=first + 4, 2),
+            Some(&hard_state(2, 1, first)),
+        )
+        .unwrap();
+        wal.sync().unwrap();
+        drop(wal);
+        let (reopened, contents) = reopen(&dyn_disk, dir, opts);
+        assert_eq!(contents.entries.len() as u64, 20 + 5 * (round + 1));
+        assert_eq!(contents.entries.last(), Some(&entry(first + 4, 2)));
+        wal = reopened;
+    }
+    assert!(
+        segment_paths(&*dyn_disk, dir).len() > 1,
+        "the rounds rolled a segment"
+    );
+}
+
+#[test]
+fn unsynced_appends_are_lost_in_a_crash_and_synced_ones_survive() {
+    let disk = MemDisk::default();
+    let dyn_disk: Arc<dyn Disk> = Arc::new(disk.clone());
+    let dir = Path::new("/wal");
+    let mut wal = Wal::create(dyn_disk.clone(), dir, METADATA, WalOptions::default()).unwrap();
+    wal.append(&entries(1..=3, 1), Some(&hard_state(1, 1, 1)))
+        .unwrap();
+    wal.sync().unwrap();
+    wal.append(&entries(4..=6, 1), Some(&hard_state(1, 1, 5)))
+        .unwrap();
+    // Even handed to the file (as a large batch would be), unsynced bytes are not durable.
+    wal.flush().unwrap();
+    drop(wal);
+    disk.crash();
+    let (_, contents) = reopen(&dyn_disk, dir, WalOptions::default());
+    assert_eq!(contents.entries, entries(1..=3, 1));
+    assert_eq!(contents.hard_state, hard_state(1, 1, 1));
+}
+
+#[test]
+fn failed_fsync_poisons_the_wal() {
+    let disk = MemDisk::default();
+    let dyn_disk: Arc<dyn Disk> = Arc::new(disk.clone());
+    let dir = Path::new("/wal");
+    let mut wal = Wal::create(dyn_disk.clone(), dir, METADATA, WalOptions::default()).unwrap();
+    wal.append(&entries(1..=3, 1), None).unwrap();
+    disk.fail_syncs(true);
+    assert!(matches!(wal.sync(), Err(WalError::Io(_))));
+    disk.fail_syncs(false);
+    // A retry could report success for pages the kernel already dropped: refuse instead.
+    assert!(matches!(wal.sync(), Err(WalError::Poisoned)));
+    assert!(matches!(
+        wal.append(&[entry(4, 1)], None),
+        Err(WalError::Poisoned)
+    ));
+    assert!(matches!(wal.record_snapshot(1, 1), Err(WalError::Poisoned)));
+    drop(wal);
+    disk.crash();
+    let (_, contents) = reopen(&dyn_disk, dir, WalOptions::default());
+    assert!(contents.entries.is_empty());
+}
+
+#[test]
+fn missing_middle_segment_is_corrupt() {
+    let (_temp, disk, dir) = fs_setup();
+    let mut wal = Wal::create(disk.clone(), &dir, METADATA, small_segments()).unwrap();
+    wal.append(&entries(1..=40, 1), None).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    let paths = segment_paths(&*disk, &dir);
+    assert!(paths.len() >= 3);
+    disk.remove(&paths[1]).unwrap();
+    match open_err(&disk, &dir) {
+        WalError::Corrupt {
+            segment, reason, ..
+        } => {
+            assert_eq!(segment, paths[2].display().to_string());
+            assert!(reason.contains("missing"), "{reason}");
+        }
+        err => panic!("expected corruption, got {err}"),
+    }
+}
+
+#[test]
+fn missing_first_segment_is_corrupt() {
+    let (_temp, disk, dir) = fs_setup();
+    let mut wal = Wal::create(disk.clone(), &dir, METADATA, small_segments()).unwrap();
+    wal.append(&entries(1..=40, 1), None).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    let paths = segment_paths(&*disk, &dir);
+    // Without a snapshot covering them, the entries of a deleted head are simply missing.
+    disk.remove(&paths[0]).unwrap();
+    match open_err(&disk, &dir) {
+        WalError::Corrupt { reason, .. } => assert!(reason.contains("missing"), "{reason}"),
+        err => panic!("expected corruption, got {err}"),
+    }
+}
+
+#[test]
+fn segment_whose_first_index_does_not_continue_the_log_is_corrupt() {
+    let (_temp, disk, dir) = fs_setup();
+    let mut wal = Wal::create(disk.clone(), &dir, METADATA, small_segments()).unwrap();
+    wal.append(&entries(1..=20, 1), None).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    let path = last_segment(&*disk, &dir);
+    let mut name = SegmentName::parse(path.file_name().unwrap().to_str().unwrap()).unwrap();
+    name.first_index += 1;
+    disk.rename(&path, &dir.join(name.to_string())).unwrap();
+    match open_err(&disk, &dir) {
+        WalError::Corrupt { reason, .. } => {
+            assert!(reason.contains("log before it ends"), "{reason}")
+        }
+        err => panic!("expected corruption, got {err}"),
+    }
+}
+
+#[test]
+fn damage_at_the_end_of_a_sealed_segment_is_corrupt() {
+    let (_temp, disk, dir) = fs_setup();
+    let mut wal = Wal::create(disk.clone(), &dir, METADATA, small_segments()).unwrap();
+    wal.append(&entries(1..=40, 1), None).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    // Only the last segment may have a torn tail: the others were synced before the next began.
+    let first = segment_paths(&*disk, &dir).remove(0);
+    let data = disk.read(&first).unwrap();
+    rewrite(&*disk, &first, &data[..data.len() - 1]);
+    match open_err(&disk, &dir) {
+        WalError::Corrupt {
+            segment, reason, ..
+        } => {
+            assert_eq!(segment, first.display().to_string());
+            assert!(reason.contains("complete and synced"), "{reason}");
+        }
+        err => panic!("expected corruption, got {err}"),
+    }
+}
+
+#[test]
+fn leftover_temporary_segment_is_removed_on_open() {
+    let (_temp, disk, dir) = fs_setup();
+    five_entries(&disk, &dir);
+    // A crash while preparing the next segment leaves a half-written temporary file.
+    let stray = dir.join(
+        SegmentName {
+            seq: 1,
+            first_index: 6,
+        }
+        .temp_name(),
+    );
+    let mut file = disk.open_append(&stray).unwrap();
+    file.append(b"half a header").unwrap();
+    drop(file);
+    let (mut wal, contents) = reopen(
+        &disk,
+        &dir,
+        WalOptions {
+            segment_bytes_max: 1,
+        },
+    );
+    assert_eq!(contents.entries, entries(1..=5, 1));
+    assert!(!disk.exists(&stray));
+    // The next roll prepares that same segment cleanly.
+    wal.append(&[entry(6, 1)], None).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    let (_, contents) = reopen(&disk, &dir, WalOptions::default());
+    assert_eq!(contents.entries, entries(1..=6, 1));
+    assert_eq!(segment_paths(&*disk, &dir).len(), 2);
+}
+
+#[test]
+#[should_panic(expected = "does not follow the last index")]
+fn append_that_skips_an_index_panics() {
+    let disk: Arc<dyn Disk> = Arc::new(MemDisk::default());
+    let mut wal = Wal::create(disk, Path::new("/wal"), METADATA, WalOptions::default()).unwrap();
+    wal.append(&entries(1..=3, 1), None).unwrap();
+    let _ = wal.append(&[entry(5, 1)], None);
+}
+
+#[test]
+#[should_panic(expected = "vote changes")]
+fn vote_change_within_a_term_panics() {
+    let disk: Arc<dyn Disk> = Arc::new(MemDisk::default());
+    let mut wal = Wal::create(disk, Path::new("/wal"), METADATA, WalOptions::default()).unwrap();
+    wal.append(&[], Some(&hard_state(3, 1, 0))).unwrap();
+    let _ = wal.append(&[], Some(&hard_state(3, 2, 0)));
+}
+
+// ---------------------------------------------------------------------------------------------
+// A model check: any sequence of operations a raft node may perform reads back as the log a
+// simple in-memory model says it should be, across reopens, rolls and releases.
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// Append `count` entries starting `back` entries before the end (an overwrite if > 0),
+    /// optionally in a new term, optionally with a hard state.
+    Append {
+        back: u64,
+        count: u64,
+        new_term: bool,
+        with_hard_state: bool,
+    },
+    /// A local snapshot at the commit index.
+    LocalSnapshot,
+    /// A snapshot from a leader, `ahead` entries beyond our log, in a new term.
+    LeaderSnapshot {
+        ahead: u64,
+    },
+    Release,
+    Reopen,
+}
+
+fn ops() -> impl Strategy<Value = Vec<Op>> {
+    let op = prop_oneof![
+        6 => (0u64..4, 0u64..6, prop::bool::weighted(0.2), any::<bool>()).prop_map(
+            |(back, count, new_term, with_hard_state)| Op::Append { back, count, new_term, with_hard_state }
+        ),
+        1 => Just(Op::LocalSnapshot),
+        1 => (1u64..5).prop_map(|ahead| Op::LeaderSnapshot { ahead }),
+        1 => Just(Op::Release),
+        1 => Just(Op::Reopen),
+    ];
+    prop::collection::vec(op, 1..40)
+}
+
+#[derive(Debug, Default)]
+struct Model {
+    term: u64,
+    hard_state: HardState,
+    snapshot: Option<(u64, u64)>,
+    entries: Vec<Entry>,
+}
+
+impl Model {
+    fn snapshot_index(&self) -> u64 {
+        self.snapshot.map_or(0, |(index, _)| index)
+    }
+
+    fn last_index(&self) -> u64 {
+        self.snapshot_index() + self.entries.len() as u64
+    }
+
+    fn term_at(&self, index: u64) -> u64 {
+        match self.snapshot {
+            Some((i, t)) if i == index => t,
+            _ if index == 0 => 0,
+            _ => self.entries[(index - self.snapshot_index() - 1) as usize].term,
+        }
+    }
+
+    fn contents(&self) -> WalContents {
+        WalContents {
+            metadata: METADATA.to_vec(),
+            hard_state: self.hard_state.clone(),
+            snapshot: self.snapshot,
+            entries: self.entries.clone(),
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn wal_reads_back_what_a_model_of_the_raft_log_says(ops in ops(), segment_bytes_max in 200u64..2000) {
+        let disk: Arc<dyn Disk> = Arc::new(MemDisk::default());
+        let dir = Path::new("/wal");
+        let opts = WalOptions { segment_bytes_max };
+        let mut wal = Wal::create(disk.clone(), dir, METADATA, opts).unwrap();
+        let mut model = Model { term: 1, ..Model::default() };
+        for op in ops {
+            match op {
+                Op::Append { back, count, new_term, with_hard_state } => {
+                    if new_term {
+                        model.term += 1;
+                    }
+                    // Raft only ever overwrites uncommitted entries after the snapshot.
+                    let floor = model.hard_state.commit.max(model.snapshot_index()) + 1;
+                    let start = (model.last_index() + 1).saturating_sub(back).max(floor);
+                    let batch: Vec<Entry> =
+                        (start..start + count).map(|index| entry(index, model.term)).collect();
+                    if !batch.is_empty() {
+                        model.entries.truncate((start - model.snapshot_index() - 1) as usize);
+                        model.entries.extend_from_slice(&batch);
+                    }
+                    let hs = with_hard_state.then(|| {
+                        let commit = model.last_index().saturating_sub(2).max(model.hard_state.commit);
+                        hard_state(model.term, 1, commit)
+                    });
+                    wal.append(&batch, hs.as_ref()).unwrap();
+                    if let Some(hs) = hs {
+                        model.hard_state = hs;
+                    }
+                    wal.sync().unwrap();
+                }
+                Op::LocalSnapshot => {
+                    let index = model.hard_state.commit;
+                    if index > 0 {
+                        let term = model.term_at(index);
+                        wal.record_snapshot(index, term).unwrap();
+                        let drop = (index - model.snapshot_index()) as usize;
+                        model.entries.drain(..drop);
+                        model.snapshot = Some((index, term));
+                    }
+                }
+                Op::LeaderSnapshot { ahead } => {
+                    model.term += 1;
+                    let index = model.last_index() + ahead;
+                    wal.record_snapshot(index, model.term).unwrap();
+                    let hs = hard_state(model.term, 0, index);
+                    wal.append(&[], Some(&hs)).unwrap();
+                    wal.sync().unwrap();
+                    model.snapshot = Some((index, model.term));
+                    model.entries.clear();
+                    model.hard_state = hs;
+                }
+                Op::Release => wal.release_to(model.snapshot_index()).unwrap(),
+                Op::Reopen => {
+                    drop(wal);
+                    let (reopened, contents) = Wal::open(disk.clone(), dir, opts).unwrap();
+                    prop_assert_eq!(contents, model.contents());
+                    wal = reopened;
+                }
+            }
+            prop_assert_eq!(wal.last_index(), model.last_index());
+        }
+        drop(wal);
+        let (_, contents) = Wal::open(disk.clone(), dir, opts).unwrap();
+        prop_assert_eq!(contents, model.contents());
+    }
+}
