@@ -15,10 +15,13 @@
 //! * [`proto`]: generated wire types.
 
 pub mod api;
+pub mod config;
 pub mod ctl;
 pub mod io;
 pub mod mvcc;
+pub mod peer;
 pub mod proto;
 pub mod raft;
+pub mod run;
 pub mod server;
 pub mod wal;

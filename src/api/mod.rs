@@ -1,1 +1,44 @@
-//! (being written)
+//! # The gRPC API
+//!
+//! tonic services for etcd's v3 API, thin by design: each handler unpacks the request, calls the
+//! [`Server`], and maps a [`RequestError`](crate::server::error::RequestError) to the gRPC status
+//! code and exact message etcd returns, so client libraries that match on those messages (to retry
+//! on "leader changed", to surface "required revision has been compacted") behave as with etcd.
+//! Services not implemented yet answer `Unimplemented`.
+
+mod cluster;
+mod kv;
+mod maintenance;
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use crate::proto::etcdserverpb::{
+    cluster_server::ClusterServer, kv_server::KvServer, maintenance_server::MaintenanceServer,
+};
+use crate::server::Server;
+
+/// Largest gRPC message the client API sends (etcd's default client-side receive limit).
+pub const GRPC_SEND_BYTES_MAX: usize = usize::MAX >> 1;
+
+/// Serves the client API on `addr` until `shutdown` resolves.
+pub async fn serve(
+    server: Server,
+    addr: SocketAddr,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let recv_max = server.config().max_request_bytes + crate::server::GRPC_OVERHEAD_BYTES;
+    let kv = KvServer::new(kv::KvService::new(server.clone()))
+        .max_decoding_message_size(recv_max)
+        .max_encoding_message_size(GRPC_SEND_BYTES_MAX);
+    let maintenance = MaintenanceServer::new(maintenance::MaintenanceService::new(server.clone()))
+        .max_decoding_message_size(recv_max);
+    let cluster = ClusterServer::new(cluster::ClusterService::new(server.clone()))
+        .max_decoding_message_size(recv_max);
+    tonic::transport::Server::builder()
+        .add_service(kv)
+        .add_service(maintenance)
+        .add_service(cluster)
+        .serve_with_shutdown(addr, shutdown)
+        .await
+}

@@ -46,7 +46,9 @@ impl Clock for RuntimeClock {
     fn wall_unix_nanos(&self) -> u128 {
         #[allow(clippy::disallowed_methods)] // this is the seam itself
         let now = std::time::SystemTime::now();
-        now.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+        now.duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
     }
 
     fn sleep(&self, d: Duration) -> Pin<Box<dyn Future<Output = ()> + Send>> {

@@ -71,9 +71,18 @@ impl Disk for FsDisk {
     }
 
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn DiskFile>> {
-        let mut file = OpenOptions::new().create(true).read(true).write(true).truncate(false).open(path)?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .write(true)
+            .truncate(false)
+            .open(path)?;
         let len = file.seek(SeekFrom::End(0))?;
-        Ok(Box::new(FsFile { file, len, path: path.to_path_buf() }))
+        Ok(Box::new(FsFile {
+            file,
+            len,
+            path: path.to_path_buf(),
+        }))
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -101,7 +110,9 @@ struct FsFile {
 
 impl DiskFile for FsFile {
     fn append(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.file.write_all(buf).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.path.display())))?;
+        self.file
+            .write_all(buf)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.path.display())))?;
         self.len += buf.len() as u64;
         Ok(())
     }

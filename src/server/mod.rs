@@ -1,1 +1,529 @@
-//! (being written)
+//! # The server: from a client request to a response
+//!
+//! The server sits between the gRPC services ([`crate::api`]) and the raft driver
+//! ([`crate::raft`]). For a write it checks the request as etcd does (empty key, txn size,
+//! duplicate keys, request size), gives it a cluster-unique id, hands it to the node as a proposal
+//! and waits — bounded by the request timeout — for the node to apply it and answer. For a read it
+//! either serves from the local store at once (serializable) or first asks the node for a ReadIndex
+//! round (linearizable).
+//!
+//! It also owns the member's data directory: `member/wal/` holds the write-ahead log and
+//! `member/db/` the LMDB backend. The WAL's metadata names the member and its cluster, so a data
+//! directory is never served by a member it does not belong to.
+//!
+//! Request semantics (what a put, delete, txn or compaction does to the store) live in [`apply`]
+//! and the etcd-compatible pre-checks in [`validate`]; both are deterministic, so every replica
+//! computes the same responses.
+
+pub mod apply;
+pub mod error;
+pub mod validate;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::raft::eraftpb::Message;
+use ::raft::RawNode;
+use prost::Message as _;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use crate::io::{Clock, Disk, Rng, Transport};
+use crate::mvcc::Store;
+use crate::proto::cairnpb;
+use crate::proto::etcdserverpb::{
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, ResponseHeader, StatusResponse, TxnRequest,
+    TxnResponse,
+};
+use crate::proto::mvccpb::Event;
+use crate::raft::{self as node, Command, Node, NodeConfig, NodeParts, NodeStatus};
+use crate::wal::{Wal, WalOptions};
+use apply::ApplyResponse;
+use error::RequestError;
+
+/// The etcd API version cairn implements, reported by `Status` and `/version` so that clients that
+/// gate features on the server version treat cairn as the etcd release it is compatible with.
+pub const ETCD_API_VERSION: &str = "3.4.23";
+/// Commands queued to the node, beyond which callers wait (backpressure).
+pub const NODE_COMMANDS_MAX: usize = 8192;
+/// Raft messages received from peers and not yet stepped, beyond which new ones are dropped.
+pub const INBOUND_MESSAGES_MAX: usize = 8192;
+/// Events of applied revisions buffered for slow watchers before they must resynchronise.
+pub const EVENT_BUFFER_MAX: usize = 1024;
+/// Extra bytes gRPC accepts beyond --max-request-bytes, so that an oversized request reaches the
+/// server's own check and gets etcd's "request is too large" rather than a transport error.
+pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+/// One member of the initial cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitialMember {
+    pub name: String,
+    pub id: u64,
+    pub peer_urls: Vec<String>,
+}
+
+/// Everything the server needs to know, from flags.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub member_id: u64,
+    pub cluster_id: u64,
+    pub initial_cluster: Vec<InitialMember>,
+    pub client_urls: Vec<String>,
+    pub heartbeat_interval: Duration,
+    pub election_timeout: Duration,
+    pub snapshot_count: u64,
+    pub max_request_bytes: usize,
+    pub max_txn_ops: usize,
+    pub quota_backend_bytes: u64,
+}
+
+impl ServerConfig {
+    /// How long a request may wait for its answer before failing with "request timed out": etcd's
+    /// 5 s plus two election timeouts, so a request survives one election.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(5) + 2 * self.election_timeout
+    }
+
+    fn election_ticks(&self) -> usize {
+        let hb = self.heartbeat_interval.as_millis().max(1);
+        ((self.election_timeout.as_millis() / hb) as usize).max(2)
+    }
+}
+
+/// The I/O a server runs on: production or simulated (see [`crate::io`]).
+pub struct ServerIo {
+    pub disk: Arc<dyn Disk>,
+    pub clock: Arc<dyn Clock>,
+    pub transport: Arc<dyn Transport>,
+    pub rng: Box<dyn Rng>,
+}
+
+/// Errors that prevent a member from starting. Each renders as one line for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot access data dir {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    WrongMember(String),
+    #[error("cannot open WAL: {0}")]
+    Wal(String),
+    #[error("cannot open backend: {0}")]
+    Backend(String),
+    #[error("cannot restore raft state: {0}")]
+    Raft(String),
+}
+
+struct Inner {
+    cfg: ServerConfig,
+    store: Arc<Store>,
+    commands: mpsc::Sender<Command>,
+    status: watch::Receiver<NodeStatus>,
+    events: broadcast::Sender<Arc<Vec<Event>>>,
+    next_request_id: AtomicU64,
+}
+
+/// A running member, shared by the API services. Cloning is cheap.
+#[derive(Clone)]
+pub struct Server {
+    inner: Arc<Inner>,
+}
+
+/// The running node task; await it to learn how the node stopped.
+pub type NodeHandle = tokio::task::JoinHandle<Result<(), node::NodeError>>;
+
+impl Server {
+    /// Opens (or creates) the member's data dir, recovers the WAL and backend, and starts the raft
+    /// node task. Returns the server handle, the sender for raft messages from peers, and the task.
+    pub fn start(
+        mut cfg: ServerConfig,
+        io: ServerIo,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<(Server, mpsc::Sender<Message>, NodeHandle), StartError> {
+        let member_dir = cfg.data_dir.join("member");
+        let wal_dir = member_dir.join("wal");
+        let db_dir = member_dir.join("db");
+        for dir in [&cfg.data_dir, &member_dir, &db_dir] {
+            io.disk
+                .create_dir_all(dir)
+                .map_err(|source| StartError::DataDir {
+                    path: dir.display().to_string(),
+                    source,
+                })?;
+        }
+        check_writable(&cfg.data_dir)?;
+        let (wal, contents) = if Wal::exists(io.disk.as_ref(), &wal_dir) {
+            let (wal, contents) = Wal::open(io.disk.clone(), &wal_dir, WalOptions::default())
+                .map_err(|e| StartError::Wal(e.to_string()))?;
+            let (member_id, cluster_id) = check_metadata(&cfg, &contents.metadata)?;
+            // A restarted member keeps the identity it was created with, whatever the
+            // initial-cluster flags say now (as etcd does).
+            cfg.member_id = member_id;
+            cfg.cluster_id = cluster_id;
+            (wal, contents)
+        } else {
+            let meta = encode_metadata(&cfg);
+            let mut wal = Wal::create(
+                io.disk.clone(),
+                &wal_dir,
+                meta.as_bytes(),
+                WalOptions::default(),
+            )
+            .map_err(|e| StartError::Wal(e.to_string()))?;
+            let (entries, hard_state) = bootstrap_entries(&cfg.initial_cluster);
+            wal.append(&entries, Some(&hard_state))
+                .map_err(|e| StartError::Wal(e.to_string()))?;
+            wal.sync().map_err(|e| StartError::Wal(e.to_string()))?;
+            let contents = crate::wal::WalContents {
+                metadata: meta.into_bytes(),
+                hard_state,
+                snapshot: None,
+                entries,
+            };
+            (wal, contents)
+        };
+        let map_size = (cfg.quota_backend_bytes as usize).max(64 * 1024 * 1024);
+        let store = Arc::new(
+            Store::open(&db_dir, map_size).map_err(|e| StartError::Backend(e.to_string()))?,
+        );
+        let (storage, snapshot_index) = node::restore_storage(&contents, &store)
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+
+        let node_cfg = NodeConfig {
+            id: cfg.member_id,
+            tick_interval: cfg.heartbeat_interval,
+            election_ticks: cfg.election_ticks(),
+            heartbeat_ticks: 1,
+            snapshot_count: cfg.snapshot_count,
+            read_timeout: cfg.request_timeout(),
+            leader_wait: cfg.request_timeout(),
+            read_retry: cfg.election_timeout,
+        };
+        let raft_cfg = node::raft_config(&node_cfg, store.consistent_index());
+        let raw = RawNode::new(&raft_cfg, storage, &node::raft_logger())
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        let (cmd_tx, cmd_rx) = mpsc::channel(NODE_COMMANDS_MAX);
+        let (msg_tx, msg_rx) = mpsc::channel(INBOUND_MESSAGES_MAX);
+        let (status_tx, status_rx) = watch::channel(NodeStatus {
+            id: cfg.member_id,
+            ..Default::default()
+        });
+        let (events_tx, _) = broadcast::channel(EVENT_BUFFER_MAX);
+        let first_request_id = initial_request_id(cfg.member_id, io.clock.as_ref());
+        let node = Node::new(NodeParts {
+            config: node_cfg,
+            raw_node: raw,
+            wal,
+            store: store.clone(),
+            transport: io.transport,
+            clock: io.clock,
+            rng: io.rng,
+            commands: cmd_rx,
+            inbound: msg_rx,
+            status: status_tx,
+            events: events_tx.clone(),
+            snapshot_index,
+        });
+        let span = tracing::info_span!("node", member = %format!("{:x}", cfg.member_id));
+        let task = tokio::spawn(tracing::Instrument::instrument(node.run(shutdown), span));
+        let inner = Inner {
+            cfg,
+            store,
+            commands: cmd_tx,
+            status: status_rx,
+            events: events_tx,
+            next_request_id: AtomicU64::new(first_request_id),
+        };
+        Ok((
+            Server {
+                inner: Arc::new(inner),
+            },
+            msg_tx,
+            task,
+        ))
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.inner.cfg
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.inner.store
+    }
+
+    /// The node's latest published status.
+    pub fn node_status(&self) -> NodeStatus {
+        self.inner.status.borrow().clone()
+    }
+
+    /// A receiver of node status changes (leader, term, applied index).
+    pub fn watch_status(&self) -> watch::Receiver<NodeStatus> {
+        self.inner.status.clone()
+    }
+
+    /// Events of every applied revision, in order.
+    pub fn subscribe_events(&self) -> broadcast::Receiver<Arc<Vec<Event>>> {
+        self.inner.events.subscribe()
+    }
+
+    /// A response header for this member at `revision`.
+    pub fn header(&self, revision: i64) -> ResponseHeader {
+        let st = self.inner.status.borrow();
+        ResponseHeader {
+            cluster_id: self.inner.cfg.cluster_id,
+            member_id: self.inner.cfg.member_id,
+            revision,
+            raft_term: st.term,
+        }
+    }
+
+    fn fill_header(&self, header: &mut Option<ResponseHeader>, term: Option<u64>) {
+        let revision = header
+            .as_ref()
+            .map(|h| h.revision)
+            .unwrap_or_else(|| self.inner.store.current_revision());
+        let mut h = self.header(revision);
+        if let Some(t) = term {
+            h.raft_term = t;
+        }
+        *header = Some(h);
+    }
+
+    #[tracing::instrument(skip_all, level = "debug")]
+    pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse, RequestError> {
+        validate::check_range(&req)?;
+        if !req.serializable {
+            self.read_index().await?;
+        }
+        let mut resp = apply::range(&self.inner.store, &req)?;
+        self.fill_header(&mut resp.header, None);
+        Ok(resp)
+    }
+
+    #[tracing::instrument(skip_all, level = "debug")]
+    pub async fn put(&self, req: PutRequest) -> Result<PutResponse, RequestError> {
+        validate::check_put(&req)?;
+        match self.propose(cairnpb::request::Op::Put(req)).await? {
+            (ApplyResponse::Put(mut r), term) => {
+                self.fill_header(&mut r.header, Some(term));
+                Ok(r)
+            }
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    #[tracing::instrument(skip_all, level = "debug")]
+    pub async fn delete_range(
+        &self,
+        req: DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse, RequestError> {
+        validate::check_delete_range(&req)?;
+        match self.propose(cairnpb::request::Op::DeleteRange(req)).await? {
+            (ApplyResponse::DeleteRange(mut r), term) => {
+                self.fill_header(&mut r.header, Some(term));
+                Ok(r)
+            }
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    #[tracing::instrument(skip_all, level = "debug")]
+    pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse, RequestError> {
+        validate::check_txn(&req, self.inner.cfg.max_txn_ops)?;
+        match self.propose(cairnpb::request::Op::Txn(req)).await? {
+            (ApplyResponse::Txn(mut r), term) => {
+                self.fill_header(&mut r.header, Some(term));
+                Ok(r)
+            }
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    #[tracing::instrument(skip_all, level = "debug")]
+    pub async fn compact(
+        &self,
+        req: CompactionRequest,
+    ) -> Result<CompactionResponse, RequestError> {
+        match self.propose(cairnpb::request::Op::Compaction(req)).await? {
+            (ApplyResponse::Compaction(mut r), term) => {
+                self.fill_header(&mut r.header, Some(term));
+                Ok(r)
+            }
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    /// This member's view for `Maintenance.Status`.
+    pub fn status(&self) -> StatusResponse {
+        let st = self.node_status();
+        let store = &self.inner.store;
+        StatusResponse {
+            header: Some(self.header(store.current_revision())),
+            version: ETCD_API_VERSION.to_string(),
+            db_size: store.db_size_bytes() as i64,
+            leader: st.leader,
+            raft_index: st.commit,
+            raft_term: st.term,
+            raft_applied_index: st.applied,
+            errors: Vec::new(),
+            db_size_in_use: store.db_size_in_use_bytes() as i64,
+            is_learner: st.is_learner,
+            ..Default::default()
+        }
+    }
+
+    /// Waits until a read at this moment would be linearizable on this member.
+    pub async fn read_index(&self) -> Result<(), RequestError> {
+        let (tx, rx) = oneshot::channel();
+        self.send_command(Command::ReadIndex { reply: tx }).await?;
+        match rx.await {
+            Ok(r) => r,
+            Err(_) => Err(RequestError::Stopped),
+        }
+    }
+
+    async fn send_command(&self, cmd: Command) -> Result<(), RequestError> {
+        self.inner
+            .commands
+            .send(cmd)
+            .await
+            .map_err(|_| RequestError::Stopped)
+    }
+
+    /// Replicates one write and waits for this member to apply it.
+    async fn propose(
+        &self,
+        op: cairnpb::request::Op,
+    ) -> Result<(ApplyResponse, u64), RequestError> {
+        let id = self.inner.next_request_id.fetch_add(1, Ordering::Relaxed);
+        let request = cairnpb::Request { id, op: Some(op) };
+        if request.encoded_len() > self.inner.cfg.max_request_bytes {
+            return Err(RequestError::RequestTooLarge);
+        }
+        let (tx, rx) = oneshot::channel();
+        self.send_command(Command::Propose { request, reply: tx })
+            .await?;
+        let timeout = self.inner.cfg.request_timeout();
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(Ok(applied))) => Ok((applied.response, applied.term)),
+            Ok(Ok(Err(e))) => Err(e),
+            Ok(Err(_)) => Err(RequestError::Stopped),
+            Err(_) => Err(RequestError::Timeout),
+        }
+    }
+}
+
+/// The first log entries of a new cluster, as etcd writes them: one ConfChange(AddNode) per
+/// initial member at term 1, already committed. Every member of a new cluster starts from the
+/// same log, learns the membership by applying it, and the first election then happens at term 2
+/// — so response headers carry the same raft terms as etcd's.
+fn bootstrap_entries(
+    members: &[InitialMember],
+) -> (Vec<::raft::eraftpb::Entry>, ::raft::eraftpb::HardState) {
+    use ::raft::eraftpb::{ConfChange, ConfChangeType, Entry, EntryType, HardState};
+    use protobuf::Message as _;
+    let mut sorted = members.to_vec();
+    sorted.sort_by_key(|m| m.id);
+    let entries: Vec<Entry> = sorted
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let mut cc = ConfChange::default();
+            cc.set_change_type(ConfChangeType::AddNode);
+            cc.node_id = m.id;
+            cc.context = member_context(m).into();
+            let mut e = Entry::default();
+            e.set_entry_type(EntryType::EntryConfChange);
+            e.term = 1;
+            e.index = i as u64 + 1;
+            e.data = cc.write_to_bytes().expect("encode conf change").into();
+            e
+        })
+        .collect();
+    let mut hs = HardState::default();
+    hs.term = 1;
+    hs.commit = entries.len() as u64;
+    (entries, hs)
+}
+
+/// The context of a membership conf change: who the member is, as JSON.
+pub fn member_context(m: &InitialMember) -> String {
+    serde_json::json!({"id": format!("{:x}", m.id), "name": m.name, "peer_urls": m.peer_urls})
+        .to_string()
+}
+
+fn unexpected(r: ApplyResponse) -> RequestError {
+    RequestError::Internal(format!(
+        "apply answered with the wrong response kind: {r:?}"
+    ))
+}
+
+/// Request ids are unique across the cluster and across restarts: the low 16 bits of the member id
+/// in the top bits, then the start time in milliseconds and a counter (etcd's scheme).
+fn initial_request_id(member_id: u64, clock: &dyn Clock) -> u64 {
+    let millis = (clock.wall_unix_nanos() / 1_000_000) as u64;
+    ((member_id & 0xffff) << 48) | ((millis & 0xff_ffff_ffff) << 8)
+}
+
+fn check_writable(dir: &Path) -> Result<(), StartError> {
+    let probe = dir.join(".touch");
+    std::fs::write(&probe, b"")
+        .and_then(|_| std::fs::remove_file(&probe))
+        .map_err(|source| StartError::DataDir {
+            path: dir.display().to_string(),
+            source,
+        })
+}
+
+fn encode_metadata(cfg: &ServerConfig) -> String {
+    let members: Vec<serde_json::Value> = cfg
+        .initial_cluster
+        .iter()
+        .map(|m| serde_json::json!({"name": m.name, "id": format!("{:x}", m.id), "peer_urls": m.peer_urls}))
+        .collect();
+    serde_json::json!({
+        "name": cfg.name,
+        "member_id": format!("{:x}", cfg.member_id),
+        "cluster_id": format!("{:x}", cfg.cluster_id),
+        "initial_cluster": members,
+    })
+    .to_string()
+}
+
+/// Refuses a data dir written by another member: serving it would give this member another
+/// member's log and identity.
+fn check_metadata(cfg: &ServerConfig, meta: &[u8]) -> Result<(u64, u64), StartError> {
+    let v: serde_json::Value = serde_json::from_slice(meta).map_err(|e| {
+        StartError::Wal(format!(
+            "unreadable WAL metadata in {}: {e}",
+            cfg.data_dir.display()
+        ))
+    })?;
+    let name = v["name"].as_str().unwrap_or_default();
+    let member_id = v["member_id"].as_str().unwrap_or_default();
+    if name != cfg.name {
+        return Err(StartError::WrongMember(format!(
+            "data dir {} belongs to member {name:?} (id {member_id}), not to --name {:?}",
+            cfg.data_dir.display(),
+            cfg.name
+        )));
+    }
+    let parse = |field: &str| {
+        v[field]
+            .as_str()
+            .and_then(|s| u64::from_str_radix(s, 16).ok())
+            .ok_or_else(|| {
+                StartError::Wal(format!(
+                    "WAL metadata in {} lacks {field}",
+                    cfg.data_dir.display()
+                ))
+            })
+    };
+    Ok((parse("member_id")?, parse("cluster_id")?))
+}

@@ -1,0 +1,84 @@
+//! The Maintenance service: Status (clients call it first to pick an endpoint).
+
+use tonic::{Request, Response, Status};
+
+use crate::proto::etcdserverpb::maintenance_server::Maintenance;
+use crate::proto::etcdserverpb::{StatusRequest, StatusResponse};
+use crate::server::Server;
+
+pub struct MaintenanceService {
+    server: Server,
+}
+
+impl MaintenanceService {
+    pub fn new(server: Server) -> Self {
+        MaintenanceService { server }
+    }
+}
+
+#[tonic::async_trait]
+impl Maintenance for MaintenanceService {
+    async fn status(
+        &self,
+        _request: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
+        Ok(Response::new(self.server.status()))
+    }
+
+    async fn alarm(
+        &self,
+        _request: Request<crate::proto::etcdserverpb::AlarmRequest>,
+    ) -> Result<Response<crate::proto::etcdserverpb::AlarmResponse>, Status> {
+        Err(Status::unimplemented("alarm is not implemented yet"))
+    }
+
+    async fn defragment(
+        &self,
+        _request: Request<crate::proto::etcdserverpb::DefragmentRequest>,
+    ) -> Result<Response<crate::proto::etcdserverpb::DefragmentResponse>, Status> {
+        Err(Status::unimplemented("defragment is not implemented yet"))
+    }
+
+    async fn hash(
+        &self,
+        _request: Request<crate::proto::etcdserverpb::HashRequest>,
+    ) -> Result<Response<crate::proto::etcdserverpb::HashResponse>, Status> {
+        Err(Status::unimplemented("hash is not implemented yet"))
+    }
+
+    async fn hash_kv(
+        &self,
+        _request: Request<crate::proto::etcdserverpb::HashKvRequest>,
+    ) -> Result<Response<crate::proto::etcdserverpb::HashKvResponse>, Status> {
+        Err(Status::unimplemented("hash_kv is not implemented yet"))
+    }
+
+    async fn move_leader(
+        &self,
+        _request: Request<crate::proto::etcdserverpb::MoveLeaderRequest>,
+    ) -> Result<Response<crate::proto::etcdserverpb::MoveLeaderResponse>, Status> {
+        Err(Status::unimplemented("move_leader is not implemented yet"))
+    }
+
+    async fn downgrade(
+        &self,
+        _request: Request<crate::proto::etcdserverpb::DowngradeRequest>,
+    ) -> Result<Response<crate::proto::etcdserverpb::DowngradeResponse>, Status> {
+        Err(Status::unimplemented("downgrade is not implemented yet"))
+    }
+
+    type SnapshotStream = std::pin::Pin<
+        Box<
+            dyn futures::Stream<Item = Result<crate::proto::etcdserverpb::SnapshotResponse, Status>>
+                + Send
+                + 'static,
+        >,
+    >;
+
+    async fn snapshot(
+        &self,
+        _request: Request<crate::proto::etcdserverpb::SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        Err(Status::unimplemented("snapshot is not implemented yet"))
+    }
+}

@@ -1,0 +1,1007 @@
+//! [`Store`]: LMDB plus the key index, with one writer and many readers.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::ops::{Bound, ControlFlow};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use heed::types::{Bytes, Str};
+use heed::{CommitOrAbort, Database, Env, EnvFlags, EnvOpenOptions, RoTxn, RwTxn, WithoutTls};
+use prost::Message;
+
+use super::index::{KeyIndex, KeySpan};
+use super::revision::Revision;
+use super::{MvccError, RangeOptions, RangeResult};
+use crate::proto::mvccpb::{event::EventType, Event, KeyValue};
+
+/// LMDB databases in the environment: `kv` and `meta`.
+const DATABASES_MAX: u32 = 2;
+/// LMDB reader slots: concurrent read transactions (reads, watch replay, snapshots).
+const READERS_MAX: u32 = 1024;
+/// The map size is rounded up to this, a multiple of every common OS page size.
+const MAP_SIZE_ALIGN_BYTES: usize = 64 * 1024;
+/// Revisions examined per LMDB write transaction while physically compacting, so that one
+/// compaction never holds the write lock, or grows a transaction, without bound.
+const COMPACTION_BATCH_MAX: usize = 10_000;
+/// Upper bound on the events one [`Store::events_between`] call returns (plus the rest of the
+/// revision it stops in, which a txn-ops limit bounds).
+pub const EVENTS_BETWEEN_MAX: usize = 10_000;
+
+/// `meta` key of the consistent index (u64, big-endian).
+const META_CONSISTENT_INDEX: &str = "cairn/consistent_index";
+/// `meta` key of the compaction floor readers see (i64, big-endian; absent = never compacted).
+const META_COMPACT_REV: &str = "cairn/compact_rev";
+/// `meta` key of the last compaction whose physical deletion finished.
+const META_FINISHED_COMPACT_REV: &str = "cairn/finished_compact_rev";
+/// Prefix of the named blobs of [`WriteTxn::meta_put`] / [`Store::meta_get`].
+const META_BLOB_PREFIX: &str = "blob/";
+
+/// The part of the store readers and the writer share behind one lock.
+struct State {
+    index: KeyIndex,
+    /// The newest revision; 1 on a fresh store.
+    current_rev: i64,
+    /// The compaction floor; -1 when the store was never compacted (etcd's `compactMainRev`,
+    /// which makes `compact(0)` on a fresh store succeed once, as in etcd).
+    compact_rev: i64,
+    /// Raft index of the last applied entry.
+    consistent_index: u64,
+}
+
+/// The revisioned key-value store. Shared as `Arc<Store>`: any number of concurrent readers, and
+/// one writer at a time (the apply task), serialized by an internal mutex.
+pub struct Store {
+    dir: PathBuf,
+    env: Env<WithoutTls>,
+    kv: Database<'static, Bytes, Bytes>,
+    meta: Database<'static, Str, Bytes>,
+    state: RwLock<State>,
+    writer: Mutex<()>,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let st = self.state_read();
+        f.debug_struct("Store")
+            .field("dir", &self.dir)
+            .field("current_rev", &st.current_rev)
+            .field("compact_rev", &st.compact_rev)
+            .field("consistent_index", &st.consistent_index)
+            .field("keys", &st.index.len())
+            .finish()
+    }
+}
+
+fn corrupt(what: impl fmt::Display) -> MvccError {
+    MvccError::Corrupt(what.to_string())
+}
+
+fn blob_key(name: &str) -> String {
+    format!("{META_BLOB_PREFIX}{name}")
+}
+
+fn read_u64(
+    meta: &Database<'_, Str, Bytes>,
+    txn: &RoTxn,
+    name: &str,
+) -> Result<Option<u64>, MvccError> {
+    match meta.get(txn, name)? {
+        None => Ok(None),
+        Some(b) => {
+            let a: [u8; 8] = b
+                .try_into()
+                .map_err(|_| corrupt(format!("meta {name}: {b:02x?}")))?;
+            Ok(Some(u64::from_be_bytes(a)))
+        }
+    }
+}
+
+fn read_i64(
+    meta: &Database<'_, Str, Bytes>,
+    txn: &RoTxn,
+    name: &str,
+) -> Result<Option<i64>, MvccError> {
+    Ok(read_u64(meta, txn, name)?.map(|v| v as i64))
+}
+
+/// Resolves the revision to read at, in etcd's order of checks: a future revision is refused
+/// first, then 0 or a negative revision means `current`, then a compacted one is refused.
+fn read_revision(requested: i64, current: i64, compact: i64) -> Result<i64, MvccError> {
+    if requested > current {
+        return Err(MvccError::FutureRevision);
+    }
+    let rev = if requested <= 0 { current } else { requested };
+    if rev < compact {
+        return Err(MvccError::Compacted);
+    }
+    Ok(rev)
+}
+
+/// Reads the values of put revisions the index returned, checking that LMDB agrees with it.
+fn fetch(
+    kv: &Database<'_, Bytes, Bytes>,
+    txn: &RoTxn,
+    revs: &[Revision],
+) -> Result<Vec<KeyValue>, MvccError> {
+    let mut out = Vec::with_capacity(revs.len());
+    for rev in revs {
+        let bytes = kv
+            .get(txn, &rev.to_key(false))?
+            .ok_or_else(|| corrupt(format!("revision {rev} is in the index but not in LMDB")))?;
+        let value = KeyValue::decode(bytes).map_err(|e| corrupt(format!("value at {rev}: {e}")))?;
+        if value.mod_revision != rev.main {
+            return Err(corrupt(format!(
+                "value at {rev} has mod_revision {}",
+                value.mod_revision
+            )));
+        }
+        out.push(value);
+    }
+    Ok(out)
+}
+
+/// Whether an event creates its key (etcd's `IsCreateEvent`): such events never carry a prev_kv.
+fn is_create(kind: EventType, kv: &KeyValue) -> bool {
+    kind == EventType::Put && kv.create_revision == kv.mod_revision
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`, rebuilding the key index from LMDB and
+    /// finishing a compaction a crash interrupted. `map_size_bytes` is the most LMDB may grow to.
+    pub fn open(dir: &Path, map_size_bytes: usize) -> Result<Store, MvccError> {
+        std::fs::create_dir_all(dir)?;
+        let map_size = map_size_bytes
+            .max(MAP_SIZE_ALIGN_BYTES)
+            .div_ceil(MAP_SIZE_ALIGN_BYTES)
+            * MAP_SIZE_ALIGN_BYTES;
+        let mut options = EnvOpenOptions::new().read_txn_without_tls();
+        options
+            .map_size(map_size)
+            .max_dbs(DATABASES_MAX)
+            .max_readers(READERS_MAX);
+        // SAFETY: NO_SYNC trades LMDB's own durability for speed: the raft WAL is the durable
+        // record, and the consistent index stored with every commit makes replay after a crash
+        // idempotent (see the module docs). The directory is private to this store: nothing
+        // else maps or modifies the file while it is open.
+        let env = unsafe {
+            options.flags(EnvFlags::NO_SYNC);
+            options.open(dir)?
+        };
+        let wtxn = env.write_txn()?;
+        let (kv, meta) = env
+            .create_databases_and_commit(wtxn, |opener, wtxn| -> Result<_, heed::Error> {
+                let kv = opener.create_database::<Bytes, Bytes>(wtxn, Some("kv"))?;
+                let meta = opener.create_database::<Str, Bytes>(wtxn, Some("meta"))?;
+                Ok(CommitOrAbort::<_, ()>::Commit((kv, meta)))
+            })?
+            .unwrap_commit();
+
+        let rtxn = env.read_txn()?;
+        let consistent_index = read_u64(&meta, &rtxn, META_CONSISTENT_INDEX)?.unwrap_or(0);
+        let compact_rev = read_i64(&meta, &rtxn, META_COMPACT_REV)?.unwrap_or(-1);
+        let finished_rev = read_i64(&meta, &rtxn, META_FINISHED_COMPACT_REV)?.unwrap_or(-1);
+        if finished_rev > compact_rev {
+            return Err(corrupt(format!(
+                "finished compaction {finished_rev} is above the scheduled one {compact_rev}"
+            )));
+        }
+
+        // Rebuild the index with one pass in revision order. The pass is bounded by the entry
+        // count LMDB reports for the same snapshot.
+        let entries_max = kv.len(&rtxn)?;
+        let mut index = KeyIndex::new();
+        let mut stored: Vec<Revision> = Vec::with_capacity(entries_max as usize);
+        for item in kv.iter(&rtxn)? {
+            let (key, value) = item?;
+            if stored.len() as u64 >= entries_max {
+                return Err(corrupt("more LMDB entries than the database reports"));
+            }
+            let (rev, tombstone) = Revision::from_key(key)?;
+            if let Some(prev) = stored.last() {
+                if rev <= *prev {
+                    return Err(corrupt(format!("revision {rev} stored after {prev}")));
+                }
+            }
+            let kv =
+                KeyValue::decode(value).map_err(|e| corrupt(format!("value at {rev}: {e}")))?;
+            if !tombstone && kv.mod_revision != rev.main {
+                return Err(corrupt(format!(
+                    "value at {rev} has mod_revision {}",
+                    kv.mod_revision
+                )));
+            }
+            index.restore(&kv.key, rev, tombstone, kv.create_revision, kv.version)?;
+            stored.push(rev);
+        }
+        drop(rtxn);
+        let last_main = stored.last().map_or(1, |r| r.main);
+        // Compaction may have removed the newest revisions (tombstones at the floor), so the
+        // floor also bounds the current revision from below, as etcd's restore does.
+        let current_rev = last_main.max(compact_rev).max(1);
+
+        let store = Store {
+            dir: dir.to_path_buf(),
+            env,
+            kv,
+            meta,
+            state: RwLock::new(State {
+                index: KeyIndex::new(),
+                current_rev,
+                compact_rev,
+                consistent_index,
+            }),
+            writer: Mutex::new(()),
+        };
+
+        // The index must match LMDB compacted at the floor: compacting the rebuilt index is a
+        // no-op if the last physical compaction finished, and yields its keep set otherwise.
+        let keep = if compact_rev >= 0 {
+            index.compact(compact_rev)
+        } else {
+            HashSet::new()
+        };
+        if compact_rev > finished_rev {
+            tracing::info!(
+                compact_rev,
+                finished_rev,
+                "finishing an interrupted compaction"
+            );
+            store.purge(compact_rev, &keep)?;
+        }
+        stored.retain(|r| r.main > compact_rev || keep.contains(r));
+        let indexed: Vec<Revision> = index.all_revisions().into_iter().map(|(r, _)| r).collect();
+        if indexed != stored {
+            return Err(corrupt(format!(
+                "key index ({} revisions) and LMDB ({} revisions) disagree after restore",
+                indexed.len(),
+                stored.len()
+            )));
+        }
+        index.check();
+        store.state_write().index = index;
+        Ok(store)
+    }
+
+    fn state_read(&self) -> RwLockReadGuard<'_, State> {
+        self.state
+            .read()
+            .expect("mvcc state lock poisoned by a panic")
+    }
+
+    fn state_write(&self) -> RwLockWriteGuard<'_, State> {
+        self.state
+            .write()
+            .expect("mvcc state lock poisoned by a panic")
+    }
+
+    fn lock_writer(&self) -> MutexGuard<'_, ()> {
+        self.writer
+            .lock()
+            .expect("mvcc writer lock poisoned by a panic")
+    }
+
+    /// The directory the store lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The newest revision: 1 on a fresh store; each write that changes something adds one.
+    pub fn current_revision(&self) -> i64 {
+        self.state_read().current_rev
+    }
+
+    /// The compaction floor: reads below it fail. 0 if never compacted.
+    pub fn compact_revision(&self) -> i64 {
+        self.state_read().compact_rev.max(0)
+    }
+
+    /// The oldest revision a read may ask for, as etcd's `FirstRev`: the compaction floor, or -1
+    /// if the store was never compacted (so a negative revision is not "compacted" then).
+    pub fn first_revision(&self) -> i64 {
+        self.state_read().compact_rev
+    }
+
+    /// The raft index of the last entry applied to the store.
+    pub fn consistent_index(&self) -> u64 {
+        self.state_read().consistent_index
+    }
+
+    /// Number of keys with any history left in the index (alive or not yet compacted away).
+    pub fn key_count(&self) -> usize {
+        self.state_read().index.len()
+    }
+
+    /// Reads `[key, range_end)` (etcd's conventions: empty `range_end` = the single key, `"\0"` =
+    /// every key `>= key`) at `opts.rev`. The index lock is held only to find the revisions and to
+    /// open the LMDB snapshot the values are then read from.
+    pub fn range(
+        &self,
+        key: &[u8],
+        range_end: &[u8],
+        opts: &RangeOptions,
+    ) -> Result<RangeResult, MvccError> {
+        let span = KeySpan::new(key, range_end);
+        let (revs, count, current, txn) = {
+            let st = self.state_read();
+            let rev = read_revision(opts.rev, st.current_rev, st.compact_rev)?;
+            let (revs, count) = st.index.revisions(span, rev, opts.limit, opts.count_only);
+            // Opened under the lock: every revision just found is in this snapshot.
+            let txn = self.env.read_txn()?;
+            (revs, count, st.current_rev, txn)
+        };
+        let kvs = fetch(&self.kv, &txn, &revs)?;
+        Ok(RangeResult {
+            kvs,
+            count,
+            rev: current,
+        })
+    }
+
+    /// A consistent read view for several reads (a read-only txn). It holds the index lock for
+    /// its lifetime, so the writer waits: keep it short, never hold it across an `.await` (under
+    /// the simulator's single thread that would deadlock the apply task), and call no other
+    /// `Store` method while holding it (the lock is not re-entrant once a writer waits).
+    pub fn read(&self) -> Result<ReadTxn<'_>, MvccError> {
+        let state = self.state_read();
+        let txn = self.env.read_txn()?;
+        Ok(ReadTxn {
+            store: self,
+            txn,
+            state,
+        })
+    }
+
+    /// Starts the write of raft entry `raft_index`. Blocks while another write is open.
+    pub fn write(&self, raft_index: u64) -> Result<WriteTxn<'_>, MvccError> {
+        let writer = self.lock_writer();
+        let (begin_rev, compact_rev, consistent_index) = {
+            let st = self.state_read();
+            (st.current_rev, st.compact_rev, st.consistent_index)
+        };
+        if raft_index <= consistent_index {
+            return Err(MvccError::IndexRegression {
+                raft_index,
+                consistent_index,
+            });
+        }
+        let txn = self.env.write_txn()?;
+        Ok(WriteTxn {
+            store: self,
+            txn,
+            _writer: writer,
+            raft_index,
+            begin_rev,
+            compact_rev,
+            changes: Vec::new(),
+            overlay: BTreeMap::new(),
+            events: Vec::new(),
+        })
+    }
+
+    /// Records that raft entry `raft_index` was applied without changing any key.
+    pub fn set_consistent_index(&self, raft_index: u64) -> Result<(), MvccError> {
+        self.write(raft_index)?
+            .end()
+            .map(|events| debug_assert!(events.is_empty()))
+    }
+
+    /// Compacts at `rev` as raft entry `raft_index`: later reads below `rev` fail; for every key
+    /// the newest version at or below `rev` stays unless it is a tombstone; everything older is
+    /// deleted from the index and from LMDB. The current revision does not change.
+    pub fn compact(&self, raft_index: u64, rev: i64) -> Result<(), MvccError> {
+        let _writer = self.lock_writer();
+        {
+            let st = self.state_read();
+            if raft_index <= st.consistent_index {
+                return Err(MvccError::IndexRegression {
+                    raft_index,
+                    consistent_index: st.consistent_index,
+                });
+            }
+            if rev <= st.compact_rev {
+                return Err(MvccError::Compacted);
+            }
+            if rev > st.current_rev {
+                return Err(MvccError::FutureRevision);
+            }
+        }
+        // 1. The new floor and the raft index, durably together: from here on the compaction
+        //    has happened, and `open` finishes it if we crash before the deletion does.
+        let mut wtxn = self.env.write_txn()?;
+        self.meta
+            .put(&mut wtxn, META_COMPACT_REV, &rev.to_be_bytes())?;
+        self.meta
+            .put(&mut wtxn, META_CONSISTENT_INDEX, &raft_index.to_be_bytes())?;
+        wtxn.commit()?;
+        // 2. The index forgets the revisions before LMDB loses them (see the module docs).
+        let keep = {
+            let mut st = self.state_write();
+            st.compact_rev = rev;
+            st.consistent_index = raft_index;
+            st.index.compact(rev)
+        };
+        // 3. The physical deletion, in batches.
+        let deleted = self.purge(rev, &keep)?;
+        tracing::debug!(rev, kept = keep.len(), deleted, "compacted");
+        Ok(())
+    }
+
+    /// Deletes from LMDB every revision `<= at_rev` not in `keep`, in batches of
+    /// [`COMPACTION_BATCH_MAX`], then records the compaction as finished. Idempotent.
+    fn purge(&self, at_rev: i64, keep: &HashSet<Revision>) -> Result<usize, MvccError> {
+        let end = Revision::bound_key(at_rev.saturating_add(1));
+        let batches_max = {
+            let rtxn = self.env.read_txn()?;
+            self.kv.len(&rtxn)? as usize / COMPACTION_BATCH_MAX + 2
+        };
+        let mut cursor: Vec<u8> = Revision::bound_key(0);
+        let mut deleted = 0usize;
+        for _ in 0..batches_max {
+            let mut wtxn = self.env.write_txn()?;
+            let mut doomed: Vec<Vec<u8>> = Vec::new();
+            let mut next: Option<Vec<u8>> = None;
+            {
+                let bounds = (
+                    Bound::Included(cursor.as_slice()),
+                    Bound::Excluded(end.as_slice()),
+                );
+                for (scanned, item) in self.kv.range(&wtxn, &bounds)?.enumerate() {
+                    let (key, _) = item?;
+                    if scanned == COMPACTION_BATCH_MAX {
+                        next = Some(key.to_vec());
+                        break;
+                    }
+                    let (rev, _) = Revision::from_key(key)?;
+                    assert!(rev.main <= at_rev, "purge scanned {rev} above {at_rev}");
+                    if !keep.contains(&rev) {
+                        doomed.push(key.to_vec());
+                    }
+                }
+            }
+            for key in &doomed {
+                let existed = self.kv.delete(&mut wtxn, key)?;
+                assert!(existed, "purge deletes only keys it just read");
+            }
+            deleted += doomed.len();
+            if next.is_none() {
+                self.meta
+                    .put(&mut wtxn, META_FINISHED_COMPACT_REV, &at_rev.to_be_bytes())?;
+            }
+            wtxn.commit()?;
+            match next {
+                None => return Ok(deleted),
+                Some(key) => cursor = key,
+            }
+        }
+        Err(corrupt(format!(
+            "compaction at {at_rev} did not finish in {batches_max} batches"
+        )))
+    }
+
+    /// The events (puts and deletes) of keys in `[key, range_end)` with
+    /// `start_rev <= mod_revision <= end_rev`, in revision order, for watchers catching up.
+    /// A delete's `kv` holds the key and its `mod_revision`. `prev_kv` is set as etcd's watch sets
+    /// it: the key's value at `mod_revision - 1`, if that is not compacted and the event does not
+    /// create the key. At most `limit` events (0, or anything above
+    /// [`EVENTS_BETWEEN_MAX`](crate::mvcc::EVENTS_BETWEEN_MAX), means that maximum), but a
+    /// revision is never split: the caller resumes at the last event's `mod_revision + 1`.
+    /// Fails with `Compacted` if `start_rev` is below the floor.
+    pub fn events_between(
+        &self,
+        start_rev: i64,
+        end_rev: i64,
+        key: &[u8],
+        range_end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Event>, MvccError> {
+        let limit = if limit == 0 {
+            EVENTS_BETWEEN_MAX
+        } else {
+            limit.min(EVENTS_BETWEEN_MAX)
+        };
+        let span = KeySpan::new(key, range_end);
+        let (txn, current) = {
+            let st = self.state_read();
+            if start_rev < st.compact_rev {
+                return Err(MvccError::Compacted);
+            }
+            (self.env.read_txn()?, st.current_rev)
+        };
+        let start = start_rev.max(1);
+        let end = end_rev.min(current);
+        if start > end {
+            return Ok(Vec::new());
+        }
+        let lo = Revision::bound_key(start);
+        let hi = Revision::bound_key(end + 1);
+        let mut events: Vec<Event> = Vec::new();
+        let mut last_main = 0i64;
+        for item in self.kv.range(
+            &txn,
+            &(
+                Bound::Included(lo.as_slice()),
+                Bound::Excluded(hi.as_slice()),
+            ),
+        )? {
+            let (k, v) = item?;
+            let (rev, tombstone) = Revision::from_key(k)?;
+            assert!(
+                rev.main >= start && rev.main <= end,
+                "scan left its bounds at {rev}"
+            );
+            if events.len() >= limit && rev.main != last_main {
+                break;
+            }
+            let mut kv =
+                KeyValue::decode(v).map_err(|e| corrupt(format!("value at {rev}: {e}")))?;
+            if !span.contains(&kv.key) {
+                continue;
+            }
+            let kind = if tombstone {
+                // As etcd does, so watchers see the delete's revision.
+                kv.mod_revision = rev.main;
+                EventType::Delete
+            } else {
+                EventType::Put
+            };
+            last_main = rev.main;
+            events.push(Event {
+                r#type: kind as i32,
+                kv: Some(kv),
+                prev_kv: None,
+            });
+        }
+        // prev_kv: look the previous revisions up under the lock, read them from the snapshot.
+        // The snapshot predates any compaction that runs after it was opened, so a revision the
+        // index still holds is in it.
+        let prev_revs: Vec<Option<Revision>> = {
+            let st = self.state_read();
+            events
+                .iter()
+                .map(|e| {
+                    let kv = e.kv.as_ref().expect("events carry kv");
+                    let at = kv.mod_revision - 1;
+                    if is_create(e.r#type(), kv) || at < 1 || at < st.compact_rev {
+                        return None;
+                    }
+                    st.index.get(&kv.key, at).map(|(r, _, _)| r)
+                })
+                .collect()
+        };
+        for (e, prev) in events.iter_mut().zip(prev_revs) {
+            if let Some(rev) = prev {
+                e.prev_kv = fetch(&self.kv, &txn, &[rev])?.pop();
+            }
+        }
+        Ok(events)
+    }
+
+    /// The named blob last written with [`WriteTxn::meta_put`].
+    pub fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>, MvccError> {
+        let txn = self.env.read_txn()?;
+        Ok(self.meta.get(&txn, &blob_key(name))?.map(<[u8]>::to_vec))
+    }
+
+    /// Size of the LMDB data file.
+    pub fn db_size_bytes(&self) -> u64 {
+        self.env.real_disk_size().unwrap_or(0)
+    }
+
+    /// Bytes of the pages the databases use (free pages excluded), like etcd's `dbSizeInUse`.
+    pub fn db_size_in_use_bytes(&self) -> u64 {
+        let Ok(txn) = self.env.read_txn() else {
+            return 0;
+        };
+        let main = self.env.unnamed_database_stat();
+        let mut bytes = main.non_free_page_size() as u64;
+        // The two meta pages LMDB keeps at the head of the file.
+        bytes += 2 * u64::from(main.page_size);
+        for stat in [self.kv.stat(&txn), self.meta.stat(&txn)]
+            .into_iter()
+            .flatten()
+        {
+            bytes += stat.non_free_page_size() as u64;
+        }
+        bytes
+    }
+
+    /// Forces everything committed so far to disk.
+    pub fn sync(&self) -> Result<(), MvccError> {
+        self.env.force_sync()?;
+        Ok(())
+    }
+
+    /// Writes a consistent, compacted copy of the LMDB file to `path` (a snapshot: open it with
+    /// [`Store::open`] after moving it to `<dir>/data.mdb`). Writers are not blocked.
+    pub fn copy_to(&self, path: &Path) -> Result<(), MvccError> {
+        let file = self
+            .env
+            .copy_to_path(path, heed::CompactionOption::Enabled)?;
+        // LMDB's copy does not sync; a snapshot must be durable before it is used.
+        file.sync_all()?;
+        Ok(())
+    }
+
+    /// Records a compaction floor without compacting, as a crash right after step 1 of
+    /// [`Store::compact`] leaves it.
+    #[cfg(test)]
+    pub(crate) fn simulate_interrupted_compaction(&self, rev: i64) {
+        let mut wtxn = self.env.write_txn().unwrap();
+        self.meta
+            .put(&mut wtxn, META_COMPACT_REV, &rev.to_be_bytes())
+            .unwrap();
+        wtxn.commit().unwrap();
+    }
+
+    /// Asserts that the key index and LMDB hold exactly the same revisions and that every stored
+    /// value agrees with its key. For tests and debugging: it reads everything.
+    pub fn check_consistency(&self) -> Result<(), MvccError> {
+        let st = self.state_read();
+        st.index.check();
+        let txn = self.env.read_txn()?;
+        let indexed = st.index.all_revisions();
+        let mut stored = Vec::new();
+        for item in self.kv.iter(&txn)? {
+            let (k, v) = item?;
+            let (rev, _) = Revision::from_key(k)?;
+            let kv = KeyValue::decode(v).map_err(|e| corrupt(format!("value at {rev}: {e}")))?;
+            stored.push((rev, kv.key));
+        }
+        if indexed != stored {
+            return Err(corrupt(format!(
+                "index has {} revisions, LMDB {}",
+                indexed.len(),
+                stored.len()
+            )));
+        }
+        if let Some((last, _)) = stored.last() {
+            assert!(
+                last.main <= st.current_rev,
+                "stored revision {last} above current"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A consistent read view of the store (see [`Store::read`]).
+pub struct ReadTxn<'s> {
+    store: &'s Store,
+    txn: RoTxn<'s, WithoutTls>,
+    state: RwLockReadGuard<'s, State>,
+}
+
+impl ReadTxn<'_> {
+    /// The current revision of this view.
+    pub fn rev(&self) -> i64 {
+        self.state.current_rev
+    }
+
+    /// The compaction floor of this view, -1 if never compacted (etcd's `FirstRev`).
+    pub fn first_rev(&self) -> i64 {
+        self.state.compact_rev
+    }
+
+    /// As [`Store::range`], within this view.
+    pub fn range(
+        &self,
+        key: &[u8],
+        range_end: &[u8],
+        opts: &RangeOptions,
+    ) -> Result<RangeResult, MvccError> {
+        let st = &self.state;
+        let rev = read_revision(opts.rev, st.current_rev, st.compact_rev)?;
+        let (revs, count) = st.index.revisions(
+            KeySpan::new(key, range_end),
+            rev,
+            opts.limit,
+            opts.count_only,
+        );
+        let kvs = fetch(&self.store.kv, &self.txn, &revs)?;
+        Ok(RangeResult {
+            kvs,
+            count,
+            rev: st.current_rev,
+        })
+    }
+}
+
+/// One change recorded by a [`WriteTxn`], published to the index at [`WriteTxn::end`].
+struct Change {
+    key: Vec<u8>,
+    rev: Revision,
+    tombstone: bool,
+}
+
+/// The write of one raft entry: all its changes share one new revision and commit atomically with
+/// the entry's raft index. Dropping it without [`WriteTxn::end`] discards everything. It holds the
+/// writer lock: never keep it across an `.await`.
+pub struct WriteTxn<'s> {
+    store: &'s Store,
+    // Declared before `_writer` so the LMDB transaction aborts before the next writer may start.
+    txn: RwTxn<'s>,
+    _writer: MutexGuard<'s, ()>,
+    raft_index: u64,
+    begin_rev: i64,
+    compact_rev: i64,
+    changes: Vec<Change>,
+    /// The state of every key this txn changed: `Some` = alive with that value, `None` = deleted.
+    overlay: BTreeMap<Vec<u8>, Option<KeyValue>>,
+    events: Vec<Event>,
+}
+
+impl WriteTxn<'_> {
+    /// The revision this txn reads at: the begin revision, plus one once anything changed.
+    pub fn rev(&self) -> i64 {
+        self.begin_rev + i64::from(!self.changes.is_empty())
+    }
+
+    /// The revision the store was at when this txn began.
+    pub fn begin_rev(&self) -> i64 {
+        self.begin_rev
+    }
+
+    /// The compaction floor, -1 if never compacted (etcd's `FirstRev`).
+    pub fn first_rev(&self) -> i64 {
+        self.compact_rev
+    }
+
+    /// Whether this txn has changed any key.
+    pub fn has_changes(&self) -> bool {
+        !self.changes.is_empty()
+    }
+
+    /// The raft index this txn records.
+    pub fn raft_index(&self) -> u64 {
+        self.raft_index
+    }
+
+    fn next_revision(&self) -> Revision {
+        Revision::new(self.begin_rev + 1, self.changes.len() as i64)
+    }
+
+    /// The value of `key` before this txn (at `begin_rev`), from the index and LMDB.
+    fn base_get(&self, key: &[u8], at_rev: i64) -> Result<Option<KeyValue>, MvccError> {
+        let found = self.store.state_read().index.get(key, at_rev);
+        let Some((rev, created, version)) = found else {
+            return Ok(None);
+        };
+        let kv = fetch(&self.store.kv, &self.txn, &[rev])?
+            .pop()
+            .expect("one revision, one value");
+        if kv.key != key || kv.create_revision != created || kv.version != version {
+            return Err(corrupt(format!(
+                "value at {rev} (key {:?}, create {}, version {}) disagrees with the index \
+                 (key {key:?}, create {created}, version {version})",
+                kv.key, kv.create_revision, kv.version
+            )));
+        }
+        Ok(Some(kv))
+    }
+
+    /// The value of `key` as this txn sees it now (its own writes included).
+    fn latest(&self, key: &[u8]) -> Result<Option<KeyValue>, MvccError> {
+        match self.overlay.get(key) {
+            Some(state) => Ok(state.clone()),
+            None => self.base_get(key, self.begin_rev),
+        }
+    }
+
+    /// Reads like [`Store::range`], but sees this txn's own writes; `rev` in the result is
+    /// [`WriteTxn::rev`].
+    pub fn range(
+        &self,
+        key: &[u8],
+        range_end: &[u8],
+        opts: &RangeOptions,
+    ) -> Result<RangeResult, MvccError> {
+        let txn_rev = self.rev();
+        let rev = read_revision(opts.rev, txn_rev, self.compact_rev)?;
+        let span = KeySpan::new(key, range_end);
+        if rev <= self.begin_rev {
+            // Nothing this txn wrote is visible at `rev`: the committed view answers.
+            let (revs, count) =
+                self.store
+                    .state_read()
+                    .index
+                    .revisions(span, rev, opts.limit, opts.count_only);
+            let kvs = fetch(&self.store.kv, &self.txn, &revs)?;
+            return Ok(RangeResult {
+                kvs,
+                count,
+                rev: txn_rev,
+            });
+        }
+        // Merge the committed keys with this txn's changes, in key order.
+        enum Source {
+            Base(Revision),
+            Own(KeyValue),
+        }
+        let mut merged: BTreeMap<Vec<u8>, Source> = BTreeMap::new();
+        self.store
+            .state_read()
+            .index
+            .visit(span, self.begin_rev, |k, r| {
+                if !self.overlay.contains_key(k) {
+                    merged.insert(k.to_vec(), Source::Base(r));
+                }
+                ControlFlow::Continue(())
+            });
+        if let Some(bounds) = span.bounds() {
+            for (k, state) in self.overlay.range::<[u8], _>(bounds) {
+                if let Some(kv) = state {
+                    merged.insert(k.clone(), Source::Own(kv.clone()));
+                }
+            }
+        }
+        let count = merged.len();
+        let mut kvs = Vec::new();
+        if !opts.count_only {
+            let take = if opts.limit == 0 {
+                count
+            } else {
+                opts.limit.min(count)
+            };
+            for (_, source) in merged.into_iter().take(take) {
+                kvs.push(match source {
+                    Source::Base(r) => fetch(&self.store.kv, &self.txn, &[r])?.pop().expect("one"),
+                    Source::Own(kv) => kv,
+                });
+            }
+        }
+        Ok(RangeResult {
+            kvs,
+            count,
+            rev: txn_rev,
+        })
+    }
+
+    /// Puts `key = value` with `lease` (0 for none) and returns the previous value as this txn
+    /// sees it. Keeps `create_revision` if the key is alive, else starts a new generation.
+    pub fn put(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        lease: i64,
+    ) -> Result<Option<KeyValue>, MvccError> {
+        let touched = self.overlay.contains_key(key);
+        let prev = self.latest(key)?;
+        let rev = self.next_revision();
+        let (create_revision, version) = prev
+            .as_ref()
+            .map_or((rev.main, 1), |p| (p.create_revision, p.version + 1));
+        assert!(
+            create_revision <= rev.main,
+            "create revision above mod revision"
+        );
+        let kv = KeyValue {
+            key: key.to_vec(),
+            create_revision,
+            mod_revision: rev.main,
+            version,
+            value: value.to_vec(),
+            lease,
+        };
+        self.store
+            .kv
+            .put(&mut self.txn, &rev.to_key(false), &kv.encode_to_vec())?;
+        // etcd's watch reports the key as it was before this revision as prev_kv, and none for
+        // an event that creates the key.
+        let event_prev = if is_create(EventType::Put, &kv) {
+            None
+        } else if touched {
+            self.base_get(key, self.begin_rev)?
+        } else {
+            prev.clone()
+        };
+        self.changes.push(Change {
+            key: key.to_vec(),
+            rev,
+            tombstone: false,
+        });
+        self.overlay.insert(key.to_vec(), Some(kv.clone()));
+        self.events.push(Event {
+            r#type: EventType::Put as i32,
+            kv: Some(kv),
+            prev_kv: event_prev,
+        });
+        Ok(prev)
+    }
+
+    /// Deletes every key in `[key, range_end)` alive in this txn's view (writing a tombstone for
+    /// each) and returns their values before the delete, in key order.
+    pub fn delete_range(
+        &mut self,
+        key: &[u8],
+        range_end: &[u8],
+    ) -> Result<Vec<KeyValue>, MvccError> {
+        let alive = self.range(key, range_end, &RangeOptions::default())?.kvs;
+        for prev in &alive {
+            let touched = self.overlay.contains_key(&prev.key);
+            let rev = self.next_revision();
+            let tomb = KeyValue {
+                key: prev.key.clone(),
+                mod_revision: rev.main,
+                ..KeyValue::default()
+            };
+            self.store
+                .kv
+                .put(&mut self.txn, &rev.to_key(true), &tomb.encode_to_vec())?;
+            // etcd's watch reports the key as it was before this revision as prev_kv.
+            let event_prev = if touched {
+                self.base_get(&prev.key, self.begin_rev)?
+            } else {
+                Some(prev.clone())
+            };
+            self.changes.push(Change {
+                key: prev.key.clone(),
+                rev,
+                tombstone: true,
+            });
+            self.overlay.insert(prev.key.clone(), None);
+            self.events.push(Event {
+                r#type: EventType::Delete as i32,
+                kv: Some(tomb),
+                prev_kv: event_prev,
+            });
+        }
+        Ok(alive)
+    }
+
+    /// Stores a named blob (e.g. lease or auth state) atomically with this txn.
+    pub fn meta_put(&mut self, name: &str, value: &[u8]) -> Result<(), MvccError> {
+        self.store.meta.put(&mut self.txn, &blob_key(name), value)?;
+        Ok(())
+    }
+
+    /// Commits the txn with its raft index and publishes its changes to readers. Returns the
+    /// events of the new revision in order (empty if nothing changed).
+    pub fn end(self) -> Result<Vec<Event>, MvccError> {
+        let WriteTxn {
+            store,
+            mut txn,
+            _writer,
+            raft_index,
+            begin_rev,
+            changes,
+            events,
+            ..
+        } = self;
+        assert_eq!(changes.len(), events.len(), "one event per change");
+        store
+            .meta
+            .put(&mut txn, META_CONSISTENT_INDEX, &raft_index.to_be_bytes())?;
+        txn.commit()?;
+        // LMDB first, then the index: a reader never finds a revision its snapshot lacks.
+        let mut st = store.state_write();
+        assert_eq!(
+            st.current_rev, begin_rev,
+            "another writer ran during this txn"
+        );
+        assert!(
+            raft_index > st.consistent_index,
+            "raft index went backwards"
+        );
+        for c in &changes {
+            assert_eq!(
+                c.rev.main,
+                begin_rev + 1,
+                "all changes share the txn's revision"
+            );
+            if c.tombstone {
+                st.index
+                    .tombstone(&c.key, c.rev)
+                    .expect("the txn deleted only keys alive in its view");
+            } else {
+                st.index.put(&c.key, c.rev);
+            }
+        }
+        if !changes.is_empty() {
+            st.current_rev = begin_rev + 1;
+        }
+        st.consistent_index = raft_index;
+        drop(st);
+        Ok(events)
+    }
+}

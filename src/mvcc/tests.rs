@@ -1,0 +1,599 @@
+//! Tests of the store against etcd's MVCC rules.
+
+use tempfile::TempDir;
+
+use super::*;
+use crate::proto::mvccpb::event::EventType;
+use crate::proto::mvccpb::Event;
+
+const MAP_SIZE_BYTES: usize = 64 << 20;
+
+fn open() -> (TempDir, Store) {
+    let dir = TempDir::new().unwrap();
+    let store = Store::open(dir.path(), MAP_SIZE_BYTES).unwrap();
+    (dir, store)
+}
+
+fn reopen(dir: &TempDir, store: Store) -> Store {
+    drop(store);
+    Store::open(dir.path(), MAP_SIZE_BYTES).unwrap()
+}
+
+/// Puts one key as raft entry `index`; returns the new revision.
+fn put(s: &Store, index: u64, key: &str, value: &str) -> i64 {
+    let mut w = s.write(index).unwrap();
+    w.put(key.as_bytes(), value.as_bytes(), 0).unwrap();
+    let rev = w.rev();
+    w.end().unwrap();
+    rev
+}
+
+fn del(s: &Store, index: u64, key: &str, end: &str) -> usize {
+    let mut w = s.write(index).unwrap();
+    let n = w
+        .delete_range(key.as_bytes(), end.as_bytes())
+        .unwrap()
+        .len();
+    w.end().unwrap();
+    n
+}
+
+fn get_at(s: &Store, key: &str, rev: i64) -> Option<KeyValue> {
+    let opts = RangeOptions {
+        rev,
+        ..RangeOptions::default()
+    };
+    s.range(key.as_bytes(), b"", &opts).unwrap().kvs.pop()
+}
+
+fn keys(r: &RangeResult) -> Vec<String> {
+    r.kvs
+        .iter()
+        .map(|kv| String::from_utf8(kv.key.clone()).unwrap())
+        .collect()
+}
+
+fn all(s: &Store) -> RangeResult {
+    s.range(b"\0", b"\0", &RangeOptions::default()).unwrap()
+}
+
+fn kind(e: &Event) -> EventType {
+    e.r#type()
+}
+
+#[test]
+fn fresh_store_starts_at_revision_one() {
+    let (_dir, s) = open();
+    assert_eq!(s.current_revision(), 1);
+    assert_eq!(s.compact_revision(), 0);
+    assert_eq!(s.consistent_index(), 0);
+    let r = all(&s);
+    assert_eq!((r.kvs.len(), r.count, r.rev), (0, 0, 1));
+    s.check_consistency().unwrap();
+}
+
+#[test]
+fn put_sets_create_mod_and_version() {
+    let (_dir, s) = open();
+    assert_eq!(put(&s, 1, "a", "1"), 2);
+    assert_eq!(put(&s, 2, "a", "2"), 3);
+    let kv = get_at(&s, "a", 0).unwrap();
+    assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (2, 3, 2));
+    assert_eq!(kv.value, b"2");
+    let old = get_at(&s, "a", 2).unwrap();
+    assert_eq!(
+        (old.mod_revision, old.version, old.value.as_slice()),
+        (2, 1, &b"1"[..])
+    );
+    assert_eq!(s.current_revision(), 3);
+    assert_eq!(s.consistent_index(), 2);
+}
+
+#[test]
+fn put_returns_prev_and_keeps_lease() {
+    let (_dir, s) = open();
+    let mut w = s.write(1).unwrap();
+    assert_eq!(w.put(b"a", b"1", 7).unwrap(), None);
+    let prev = w.put(b"a", b"2", 0).unwrap().unwrap();
+    assert_eq!((prev.value.as_slice(), prev.lease), (&b"1"[..], 7));
+    w.end().unwrap();
+    // Both puts share revision 2; the key is at version 2.
+    let kv = get_at(&s, "a", 0).unwrap();
+    assert_eq!(
+        (kv.create_revision, kv.mod_revision, kv.version, kv.lease),
+        (2, 2, 2, 0)
+    );
+    assert_eq!(s.current_revision(), 2);
+}
+
+#[test]
+fn delete_then_put_starts_a_new_generation() {
+    let (dir, s) = open();
+    put(&s, 1, "a", "1");
+    put(&s, 2, "a", "2");
+    assert_eq!(del(&s, 3, "a", ""), 1);
+    assert_eq!(s.current_revision(), 4);
+    assert_eq!(get_at(&s, "a", 0), None);
+    assert_eq!(get_at(&s, "a", 3).unwrap().version, 2);
+    put(&s, 4, "a", "3");
+    let kv = get_at(&s, "a", 0).unwrap();
+    assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (5, 5, 1));
+    let s = reopen(&dir, s);
+    let kv = get_at(&s, "a", 0).unwrap();
+    assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (5, 5, 1));
+    assert_eq!(get_at(&s, "a", 4), None);
+    s.check_consistency().unwrap();
+}
+
+#[test]
+fn write_that_changes_nothing_creates_no_revision() {
+    let (_dir, s) = open();
+    put(&s, 1, "a", "1");
+    assert_eq!(del(&s, 2, "zzz", ""), 0);
+    assert_eq!(s.current_revision(), 2);
+    assert_eq!(s.consistent_index(), 2);
+    s.set_consistent_index(5).unwrap();
+    assert_eq!((s.current_revision(), s.consistent_index()), (2, 5));
+}
+
+#[test]
+fn raft_index_must_grow() {
+    let (_dir, s) = open();
+    put(&s, 3, "a", "1");
+    assert!(matches!(s.write(3), Err(MvccError::IndexRegression { .. })));
+    assert!(matches!(
+        s.set_consistent_index(2),
+        Err(MvccError::IndexRegression { .. })
+    ));
+    assert!(matches!(
+        s.compact(1, 1),
+        Err(MvccError::IndexRegression { .. })
+    ));
+}
+
+#[test]
+fn dropped_write_txn_changes_nothing() {
+    let (_dir, s) = open();
+    put(&s, 1, "a", "1");
+    {
+        let mut w = s.write(2).unwrap();
+        w.put(b"b", b"x", 0).unwrap();
+        w.delete_range(b"a", b"").unwrap();
+    }
+    assert_eq!((s.current_revision(), s.consistent_index()), (2, 1));
+    assert_eq!(keys(&all(&s)), ["a"]);
+    s.check_consistency().unwrap();
+    put(&s, 2, "c", "1");
+    assert_eq!(s.current_revision(), 3);
+}
+
+#[test]
+fn range_end_conventions() {
+    let (_dir, s) = open();
+    for (i, k) in ["a", "ab", "b", "c"].iter().enumerate() {
+        put(&s, i as u64 + 1, k, "v");
+    }
+    let r = |k: &str, e: &str| {
+        keys(
+            &s.range(k.as_bytes(), e.as_bytes(), &RangeOptions::default())
+                .unwrap(),
+        )
+    };
+    assert_eq!(r("a", ""), ["a"]);
+    assert_eq!(r("a", "b"), ["a", "ab"]);
+    assert_eq!(r("ab", "\0"), ["ab", "b", "c"]);
+    assert_eq!(r("\0", "\0"), ["a", "ab", "b", "c"]);
+    assert!(r("c", "a").is_empty());
+    assert!(r("zz", "").is_empty());
+}
+
+#[test]
+fn range_limit_count_and_count_only() {
+    let (_dir, s) = open();
+    for (i, k) in ["a", "b", "c", "d"].iter().enumerate() {
+        put(&s, i as u64 + 1, k, "v");
+    }
+    let opts = RangeOptions {
+        limit: 2,
+        ..RangeOptions::default()
+    };
+    let r = s.range(b"a", b"\0", &opts).unwrap();
+    assert_eq!(
+        (keys(&r), r.count, r.rev),
+        (vec!["a".to_string(), "b".to_string()], 4, 5)
+    );
+    let opts = RangeOptions {
+        count_only: true,
+        ..RangeOptions::default()
+    };
+    let r = s.range(b"a", b"\0", &opts).unwrap();
+    assert_eq!((r.kvs.len(), r.count), (0, 4));
+    // At an old revision the count is of that revision, the rev is the current one.
+    let opts = RangeOptions {
+        rev: 3,
+        ..RangeOptions::default()
+    };
+    let r = s.range(b"a", b"\0", &opts).unwrap();
+    assert_eq!((r.count, r.rev), (2, 5));
+}
+
+#[test]
+fn range_revision_rules() {
+    let (_dir, s) = open();
+    put(&s, 1, "a", "1");
+    put(&s, 2, "a", "2");
+    put(&s, 3, "a", "3");
+    let at = |rev| {
+        s.range(
+            b"a",
+            b"",
+            &RangeOptions {
+                rev,
+                ..RangeOptions::default()
+            },
+        )
+    };
+    assert!(matches!(at(5), Err(MvccError::FutureRevision)));
+    assert_eq!(at(-1).unwrap().kvs[0].value, b"3");
+    s.compact(4, 3).unwrap();
+    assert!(matches!(at(2), Err(MvccError::Compacted)));
+    assert_eq!(at(3).unwrap().kvs[0].value, b"2");
+    assert_eq!(at(0).unwrap().kvs[0].value, b"3");
+    assert_eq!(s.compact_revision(), 3);
+    assert_eq!(s.current_revision(), 4);
+}
+
+#[test]
+fn compaction_rules() {
+    let (_dir, s) = open();
+    put(&s, 1, "a", "1");
+    assert!(matches!(s.compact(2, 3), Err(MvccError::FutureRevision)));
+    s.compact(3, 2).unwrap();
+    assert_eq!(s.consistent_index(), 3);
+    assert!(matches!(s.compact(4, 2), Err(MvccError::Compacted)));
+    assert!(matches!(s.compact(5, 1), Err(MvccError::Compacted)));
+}
+
+#[test]
+fn compacting_zero_on_a_fresh_store_succeeds_once_as_in_etcd() {
+    let (_dir, s) = open();
+    s.compact(1, 0).unwrap();
+    assert!(matches!(s.compact(2, 0), Err(MvccError::Compacted)));
+    assert!(matches!(s.compact(3, -5), Err(MvccError::Compacted)));
+}
+
+#[test]
+fn compaction_keeps_latest_and_drops_tombstones() {
+    let (dir, s) = open();
+    put(&s, 1, "a", "1"); // 2
+    put(&s, 2, "a", "2"); // 3
+    put(&s, 3, "b", "1"); // 4
+    del(&s, 4, "b", ""); // 5
+    put(&s, 5, "c", "1"); // 6
+    s.compact(6, 5).unwrap();
+    s.check_consistency().unwrap();
+    // a@3 stays; b's tombstone and its generation vanish; c is above the floor.
+    assert_eq!(get_at(&s, "a", 5).unwrap().mod_revision, 3);
+    assert_eq!(get_at(&s, "b", 5), None);
+    assert_eq!(s.key_count(), 2);
+    assert_eq!(s.current_revision(), 6);
+    let s = reopen(&dir, s);
+    s.check_consistency().unwrap();
+    assert_eq!(
+        (
+            s.current_revision(),
+            s.compact_revision(),
+            s.consistent_index()
+        ),
+        (6, 5, 6)
+    );
+    assert_eq!(get_at(&s, "a", 5).unwrap().version, 2);
+}
+
+#[test]
+fn compaction_at_a_trailing_tombstone_keeps_the_current_revision_across_restart() {
+    let (dir, s) = open();
+    put(&s, 1, "a", "1"); // 2
+    del(&s, 2, "a", ""); // 3
+    s.compact(3, 3).unwrap();
+    let s = reopen(&dir, s);
+    // LMDB is empty now; the floor still says revision 3.
+    assert_eq!(s.current_revision(), 3);
+    assert_eq!(put(&s, 4, "a", "2"), 4);
+    assert_eq!(get_at(&s, "a", 0).unwrap().create_revision, 4);
+}
+
+#[test]
+fn restart_restores_everything() {
+    let (dir, s) = open();
+    for i in 0..50u64 {
+        let k = format!("k{}", i % 7);
+        if i % 5 == 4 {
+            del(&s, i + 1, &k, "");
+        } else {
+            put(&s, i + 1, &k, &i.to_string());
+        }
+    }
+    let before = all(&s);
+    let at_20 = s
+        .range(
+            b"\0",
+            b"\0",
+            &RangeOptions {
+                rev: 20,
+                ..RangeOptions::default()
+            },
+        )
+        .unwrap();
+    let (cur, ci) = (s.current_revision(), s.consistent_index());
+    let s = reopen(&dir, s);
+    assert_eq!(all(&s), before);
+    assert_eq!(
+        s.range(
+            b"\0",
+            b"\0",
+            &RangeOptions {
+                rev: 20,
+                ..RangeOptions::default()
+            }
+        )
+        .unwrap(),
+        at_20
+    );
+    assert_eq!((s.current_revision(), s.consistent_index()), (cur, ci));
+    s.check_consistency().unwrap();
+}
+
+#[test]
+fn write_txn_reads_its_own_writes() {
+    let (_dir, s) = open();
+    put(&s, 1, "a", "1");
+    put(&s, 2, "b", "1");
+    let mut w = s.write(3).unwrap();
+    let r = w.range(b"a", b"\0", &RangeOptions::default()).unwrap();
+    assert_eq!((r.count, r.rev), (2, 3));
+    w.put(b"c", b"1", 0).unwrap();
+    w.delete_range(b"a", b"").unwrap();
+    assert_eq!(w.rev(), 4);
+    let r = w.range(b"a", b"\0", &RangeOptions::default()).unwrap();
+    assert_eq!(
+        (keys(&r), r.count, r.rev),
+        (vec!["b".to_string(), "c".to_string()], 2, 4)
+    );
+    // The committed view at the begin revision is still readable.
+    let r = w
+        .range(
+            b"a",
+            b"\0",
+            &RangeOptions {
+                rev: 3,
+                ..RangeOptions::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        (keys(&r), r.rev),
+        (vec!["a".to_string(), "b".to_string()], 4)
+    );
+    assert!(matches!(
+        w.range(
+            b"a",
+            b"",
+            &RangeOptions {
+                rev: 5,
+                ..RangeOptions::default()
+            }
+        ),
+        Err(MvccError::FutureRevision)
+    ));
+    let r = w
+        .range(
+            b"a",
+            b"\0",
+            &RangeOptions {
+                limit: 1,
+                ..RangeOptions::default()
+            },
+        )
+        .unwrap();
+    assert_eq!((keys(&r), r.count), (vec!["b".to_string()], 2));
+    // Readers do not see the txn before it ends.
+    assert_eq!(keys(&all(&s)), ["a", "b"]);
+    let events = w.end().unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(keys(&all(&s)), ["b", "c"]);
+}
+
+#[test]
+fn end_returns_events_with_prev_kv() {
+    let (_dir, s) = open();
+    put(&s, 1, "a", "1"); // 2
+    let mut w = s.write(2).unwrap();
+    w.put(b"a", b"2", 0).unwrap();
+    w.put(b"b", b"1", 0).unwrap();
+    w.delete_range(b"a", b"").unwrap();
+    let events = w.end().unwrap();
+    assert_eq!(events.len(), 3);
+    assert_eq!(kind(&events[0]), EventType::Put);
+    assert_eq!(events[0].prev_kv.as_ref().unwrap().value, b"1");
+    // Creating b: no prev_kv.
+    assert_eq!(events[1].prev_kv, None);
+    assert_eq!(events[1].kv.as_ref().unwrap().create_revision, 3);
+    // The delete reports a's value before this revision, as etcd's watch does.
+    assert_eq!(kind(&events[2]), EventType::Delete);
+    let kv = events[2].kv.as_ref().unwrap();
+    assert_eq!(
+        (kv.key.as_slice(), kv.mod_revision, kv.version),
+        (&b"a"[..], 3, 0)
+    );
+    assert_eq!(events[2].prev_kv.as_ref().unwrap().mod_revision, 2);
+}
+
+#[test]
+fn events_between_replays_history() {
+    let (_dir, s) = open();
+    put(&s, 1, "a", "1"); // 2
+    put(&s, 2, "b", "1"); // 3
+    put(&s, 3, "a", "2"); // 4
+    del(&s, 4, "a", ""); // 5
+    let ev = s.events_between(2, 5, b"a", b"", 0).unwrap();
+    let revs: Vec<i64> = ev
+        .iter()
+        .map(|e| e.kv.as_ref().unwrap().mod_revision)
+        .collect();
+    assert_eq!(revs, [2, 4, 5]);
+    assert_eq!(kind(&ev[2]), EventType::Delete);
+    assert_eq!(ev[0].prev_kv, None);
+    assert_eq!(ev[1].prev_kv.as_ref().unwrap().value, b"1");
+    assert_eq!(ev[2].prev_kv.as_ref().unwrap().value, b"2");
+    let all_ev = s.events_between(1, 100, b"\0", b"\0", 0).unwrap();
+    assert_eq!(all_ev.len(), 4);
+    // A limit never splits a revision but stops after it.
+    let ev = s.events_between(1, 100, b"\0", b"\0", 2).unwrap();
+    assert_eq!(ev.len(), 2);
+    s.compact(5, 4).unwrap();
+    assert!(matches!(
+        s.events_between(3, 5, b"a", b"", 0),
+        Err(MvccError::Compacted)
+    ));
+    let ev = s.events_between(4, 5, b"a", b"", 0).unwrap();
+    assert_eq!(ev.len(), 2);
+    // prev of the event at 4 is at 3, below the floor: etcd sends none.
+    assert_eq!(ev[0].prev_kv, None);
+    assert_eq!(ev[1].prev_kv.as_ref().unwrap().mod_revision, 4);
+}
+
+#[test]
+fn events_between_keeps_a_revision_whole() {
+    let (_dir, s) = open();
+    let mut w = s.write(1).unwrap();
+    for k in ["a", "b", "c"] {
+        w.put(k.as_bytes(), b"v", 0).unwrap();
+    }
+    w.end().unwrap();
+    put(&s, 2, "d", "v");
+    let ev = s.events_between(1, 3, b"\0", b"\0", 1).unwrap();
+    assert_eq!(ev.len(), 3);
+}
+
+#[test]
+fn meta_blobs_commit_with_the_txn() {
+    let (dir, s) = open();
+    assert_eq!(s.meta_get("lease").unwrap(), None);
+    let mut w = s.write(1).unwrap();
+    w.meta_put("lease", b"state").unwrap();
+    assert!(w.end().unwrap().is_empty());
+    assert_eq!(s.current_revision(), 1);
+    {
+        let mut w = s.write(2).unwrap();
+        w.meta_put("lease", b"dropped").unwrap();
+    }
+    let s = reopen(&dir, s);
+    assert_eq!(s.meta_get("lease").unwrap().as_deref(), Some(&b"state"[..]));
+    assert_eq!(s.consistent_index(), 1);
+}
+
+#[test]
+fn sizes_and_sync() {
+    let (_dir, s) = open();
+    for i in 0..100u64 {
+        put(&s, i + 1, &format!("key{i}"), &"x".repeat(100));
+    }
+    s.sync().unwrap();
+    assert!(s.db_size_bytes() > 0);
+    assert!(s.db_size_in_use_bytes() > 0);
+    assert!(s.db_size_in_use_bytes() <= s.db_size_bytes());
+}
+
+#[test]
+fn interrupted_compaction_is_finished_at_open() {
+    let (dir, s) = open();
+    put(&s, 1, "a", "1"); // 2
+    put(&s, 2, "a", "2"); // 3
+    del(&s, 3, "a", ""); // 4
+    put(&s, 4, "b", "1"); // 5
+                          // Simulate a crash after the floor was recorded but before any deletion.
+    s.simulate_interrupted_compaction(4);
+    let s = reopen(&dir, s);
+    assert_eq!(s.compact_revision(), 4);
+    s.check_consistency().unwrap();
+    assert_eq!(s.key_count(), 1);
+    assert_eq!(s.current_revision(), 5);
+}
+
+#[test]
+fn readers_and_one_writer_run_concurrently() {
+    let (_dir, s) = open();
+    let s = std::sync::Arc::new(s);
+    let writer = {
+        let s = s.clone();
+        std::thread::spawn(move || {
+            let mut index = 0u64;
+            for i in 0..200u64 {
+                index += 1;
+                put(&s, index, &format!("k{}", i % 10), &i.to_string());
+                if i % 50 == 49 {
+                    index += 1;
+                    s.compact(index, s.current_revision() - 5).unwrap();
+                }
+            }
+        })
+    };
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                for _ in 0..200 {
+                    let cur = s.current_revision();
+                    let floor = s.compact_revision();
+                    let rev = (cur - 3).max(floor).max(1);
+                    match s.range(
+                        b"\0",
+                        b"\0",
+                        &RangeOptions {
+                            rev,
+                            ..RangeOptions::default()
+                        },
+                    ) {
+                        Ok(r) => assert!(r.kvs.iter().all(|kv| kv.mod_revision <= rev)),
+                        Err(MvccError::Compacted) => {}
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    writer.join().unwrap();
+    for r in readers {
+        r.join().unwrap();
+    }
+    s.check_consistency().unwrap();
+}
+
+#[test]
+fn store_is_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Store>();
+}
+
+#[test]
+fn copy_to_makes_an_openable_snapshot() {
+    let (_dir, s) = open();
+    put(&s, 1, "a", "1");
+    put(&s, 2, "b", "1");
+    del(&s, 3, "a", "");
+    let mut w = s.write(4).unwrap();
+    w.meta_put("lease", b"blob").unwrap();
+    w.end().unwrap();
+    let snap = TempDir::new().unwrap();
+    s.copy_to(&snap.path().join("data.mdb")).unwrap();
+    let copy = Store::open(snap.path(), MAP_SIZE_BYTES).unwrap();
+    assert_eq!(all(&copy), all(&s));
+    assert_eq!(copy.consistent_index(), 4);
+    assert_eq!(copy.current_revision(), 4);
+    assert_eq!(
+        copy.meta_get("lease").unwrap().as_deref(),
+        Some(&b"blob"[..])
+    );
+    copy.check_consistency().unwrap();
+}

@@ -1,0 +1,635 @@
+//! The Ready loop: one task per member owns the raft-rs `RawNode`, the WAL and the apply path.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType, Message, Snapshot};
+use ::raft::storage::MemStorage;
+use ::raft::{RawNode, StateRole};
+use prost::Message as _;
+use protobuf::Message as _;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::io::{Clock, Rng, Transport};
+use crate::mvcc::Store;
+use crate::proto::cairnpb;
+use crate::proto::mvccpb::Event;
+use crate::server::apply::{self, ApplyResponse};
+use crate::server::error::RequestError;
+use crate::wal::Wal;
+
+/// Commands drained from the queue per loop turn: bounds the work between two Ready rounds while
+/// still letting many proposals share one WAL fsync (group commit).
+pub const COMMANDS_PER_TURN_MAX: usize = 1024;
+/// Proposals parked while no leader is known, beyond which new ones fail with "no leader".
+pub const PARKED_PROPOSALS_MAX: usize = 4096;
+/// Outstanding proposals awaiting their apply, beyond which new ones fail with "too many requests".
+pub const WAITERS_MAX: usize = 65_536;
+/// Read batches waiting for a ReadIndex answer or for apply to catch up.
+pub const READ_BATCHES_MAX: usize = 4096;
+
+/// The outcome of a proposal, handed back to the member that proposed it.
+pub type ProposalResult = Result<Applied, RequestError>;
+
+/// A request applied to the state machine, with the term it was applied in (for response headers).
+#[derive(Debug)]
+pub struct Applied {
+    pub response: ApplyResponse,
+    pub term: u64,
+}
+
+/// What the server asks of the node.
+pub enum Command {
+    /// Replicate `request` (already validated) and reply once it is applied locally.
+    Propose {
+        request: cairnpb::Request,
+        reply: oneshot::Sender<ProposalResult>,
+    },
+    /// Confirm leadership (ReadIndex) and reply once the local state machine has applied at least
+    /// the read index: after that, a local read is linearizable.
+    ReadIndex {
+        reply: oneshot::Sender<Result<(), RequestError>>,
+    },
+}
+
+/// A point-in-time view of the node, published after every loop turn for Status and metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeStatus {
+    pub id: u64,
+    pub leader: u64,
+    pub term: u64,
+    pub commit: u64,
+    pub applied: u64,
+    pub last_index: u64,
+    pub is_leader: bool,
+    pub is_learner: bool,
+}
+
+/// Static settings of the node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub id: u64,
+    /// Length of one raft tick (etcd's --heartbeat-interval).
+    pub tick_interval: Duration,
+    /// Ticks without a heartbeat before a follower campaigns (election timeout / heartbeat interval).
+    pub election_ticks: usize,
+    /// Ticks between leader heartbeats; cairn uses one tick per heartbeat interval.
+    pub heartbeat_ticks: usize,
+    /// Applied entries between two log compactions (etcd's --snapshot-count).
+    pub snapshot_count: u64,
+    /// How long a read may wait for its ReadIndex round before failing with a timeout.
+    pub read_timeout: Duration,
+    /// How long a proposal may stay parked without a leader.
+    pub leader_wait: Duration,
+    /// How long to wait after a ReadIndex request before re-sending it (lost messages).
+    pub read_retry: Duration,
+}
+
+/// Everything the node task needs, already built by the server (the library takes ready-made I/O).
+pub struct NodeParts {
+    pub config: NodeConfig,
+    pub raw_node: RawNode<MemStorage>,
+    pub wal: Wal,
+    pub store: Arc<Store>,
+    pub transport: Arc<dyn Transport>,
+    pub clock: Arc<dyn Clock>,
+    pub rng: Box<dyn Rng>,
+    pub commands: mpsc::Receiver<Command>,
+    pub inbound: mpsc::Receiver<Message>,
+    pub status: watch::Sender<NodeStatus>,
+    pub events: tokio::sync::broadcast::Sender<Arc<Vec<Event>>>,
+    /// Index of the last log compaction point (0 when the log was never compacted).
+    pub snapshot_index: u64,
+}
+
+struct ReadBatch {
+    senders: Vec<oneshot::Sender<Result<(), RequestError>>>,
+    requested_at: Duration,
+    sent_at: Duration,
+    /// Known once the leader answered.
+    index: Option<u64>,
+}
+
+struct Parked {
+    request: cairnpb::Request,
+    reply: oneshot::Sender<ProposalResult>,
+    parked_at: Duration,
+}
+
+/// The member's raft driver. See the module documentation of [`crate::raft`].
+pub struct Node {
+    cfg: NodeConfig,
+    raw: RawNode<MemStorage>,
+    wal: Wal,
+    store: Arc<Store>,
+    transport: Arc<dyn Transport>,
+    clock: Arc<dyn Clock>,
+    rng: Box<dyn Rng>,
+    commands: mpsc::Receiver<Command>,
+    inbound: mpsc::Receiver<Message>,
+    status: watch::Sender<NodeStatus>,
+    events: tokio::sync::broadcast::Sender<Arc<Vec<Event>>>,
+    waiters: HashMap<u64, oneshot::Sender<ProposalResult>>,
+    parked: VecDeque<Parked>,
+    /// Read batches by their ReadIndex context id.
+    reads: BTreeMap<u64, ReadBatch>,
+    next_read_id: u64,
+    pending_reads: Vec<oneshot::Sender<Result<(), RequestError>>>,
+    snapshot_index: u64,
+    last_timeout: usize,
+    last_role: (u64, StateRole, u64),
+}
+
+impl Node {
+    pub fn new(parts: NodeParts) -> Node {
+        let mut node = Node {
+            cfg: parts.config,
+            raw: parts.raw_node,
+            wal: parts.wal,
+            store: parts.store,
+            transport: parts.transport,
+            clock: parts.clock,
+            rng: parts.rng,
+            commands: parts.commands,
+            inbound: parts.inbound,
+            status: parts.status,
+            events: parts.events,
+            waiters: HashMap::new(),
+            parked: VecDeque::new(),
+            reads: BTreeMap::new(),
+            next_read_id: 1,
+            pending_reads: Vec::new(),
+            snapshot_index: parts.snapshot_index,
+            last_timeout: 0,
+            last_role: (0, StateRole::Follower, 0),
+        };
+        node.reseed_election_timeout(true);
+        node
+    }
+
+    /// Runs the Ready loop until `shutdown` resolves or a non-deterministic failure (disk) forces
+    /// the node to stop so that replicas never diverge.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), NodeError> {
+        if self.raw.has_ready() {
+            // Bootstrap entries and restart replay: apply what is committed before serving.
+            self.on_ready()?;
+        }
+        self.campaign_if_alone();
+        let mut next_tick = self.clock.now() + self.cfg.tick_interval;
+        loop {
+            let now = self.clock.now();
+            let wait = next_tick.saturating_sub(now);
+            let sleep = self.clock.sleep(wait);
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => break,
+                _ = sleep => {
+                    next_tick += self.cfg.tick_interval;
+                    if next_tick < self.clock.now() {
+                        // The process stalled (pause, clock jump): do not tick in a burst.
+                        next_tick = self.clock.now() + self.cfg.tick_interval;
+                    }
+                    self.raw.tick();
+                    self.on_tick();
+                }
+                msg = self.inbound.recv() => {
+                    if let Some(msg) = msg {
+                        self.step(msg);
+                        for _ in 0..COMMANDS_PER_TURN_MAX {
+                            match self.inbound.try_recv() {
+                                Ok(msg) => self.step(msg),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                }
+                cmd = self.commands.recv() => {
+                    let Some(cmd) = cmd else { break };
+                    self.handle(cmd);
+                    for _ in 0..COMMANDS_PER_TURN_MAX {
+                        match self.commands.try_recv() {
+                            Ok(cmd) => self.handle(cmd),
+                            Err(_) => break,
+                        }
+                    }
+                }
+            }
+            self.campaign_if_alone();
+            self.reseed_election_timeout(false);
+            self.flush_reads();
+            self.unpark();
+            if self.raw.has_ready() {
+                self.on_ready()?;
+            }
+            self.publish_status();
+        }
+        self.store
+            .sync()
+            .map_err(|e| NodeError::Storage(e.to_string()))?;
+        self.wal.sync().map_err(|e| NodeError::Wal(e.to_string()))?;
+        for (_, w) in self.waiters.drain() {
+            let _ = w.send(Err(RequestError::Stopped));
+        }
+        Ok(())
+    }
+
+    /// A one-member cluster needs no election timeout to find out that it wins.
+    fn campaign_if_alone(&mut self) {
+        let r = &self.raw.raft;
+        if r.state != StateRole::Follower || r.leader_id != ::raft::INVALID_ID {
+            return;
+        }
+        let voters = r.prs().conf().voters().ids();
+        if voters.len() == 1 && voters.contains(self.cfg.id) {
+            let _ = self.raw.campaign();
+        }
+    }
+
+    fn step(&mut self, msg: Message) {
+        if let Err(e) = self.raw.step(msg) {
+            tracing::debug!(error = %e, "raft step rejected a message");
+        }
+    }
+
+    fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Propose { request, reply } => self.propose(request, reply),
+            Command::ReadIndex { reply } => self.pending_reads.push(reply),
+        }
+    }
+
+    fn propose(&mut self, request: cairnpb::Request, reply: oneshot::Sender<ProposalResult>) {
+        if self.waiters.len() >= WAITERS_MAX {
+            let _ = reply.send(Err(RequestError::TooManyRequests));
+            return;
+        }
+        if self.raw.raft.leader_id == ::raft::INVALID_ID {
+            if self.parked.len() >= PARKED_PROPOSALS_MAX {
+                let _ = reply.send(Err(RequestError::NoLeader));
+            } else {
+                self.parked.push_back(Parked {
+                    request,
+                    reply,
+                    parked_at: self.clock.now(),
+                });
+            }
+            return;
+        }
+        let id = request.id;
+        let data = request.encode_to_vec();
+        match self.raw.propose(Vec::new(), data) {
+            Ok(()) => {
+                debug_assert!(!self.waiters.contains_key(&id), "request ids are unique");
+                self.waiters.insert(id, reply);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "proposal dropped");
+                let _ = reply.send(Err(RequestError::NoLeader));
+            }
+        }
+    }
+
+    /// Re-proposes parked proposals once a leader is known; fails those parked too long.
+    fn unpark(&mut self) {
+        if self.parked.is_empty() {
+            return;
+        }
+        let now = self.clock.now();
+        if self.raw.raft.leader_id == ::raft::INVALID_ID {
+            while let Some(p) = self.parked.front() {
+                if now.saturating_sub(p.parked_at) < self.cfg.leader_wait {
+                    break;
+                }
+                let p = self.parked.pop_front().expect("front exists");
+                let _ = p.reply.send(Err(RequestError::NoLeader));
+            }
+            return;
+        }
+        let parked = std::mem::take(&mut self.parked);
+        for p in parked {
+            self.propose(p.request, p.reply);
+        }
+    }
+
+    /// Sends one ReadIndex request for every read that arrived during this turn: one heartbeat round
+    /// then confirms leadership for all of them.
+    fn flush_reads(&mut self) {
+        if self.pending_reads.is_empty() {
+            return;
+        }
+        let senders = std::mem::take(&mut self.pending_reads);
+        if self.reads.len() >= READ_BATCHES_MAX {
+            for s in senders {
+                let _ = s.send(Err(RequestError::TooManyRequests));
+            }
+            return;
+        }
+        let id = self.next_read_id;
+        self.next_read_id += 1;
+        let now = self.clock.now();
+        self.reads.insert(
+            id,
+            ReadBatch {
+                senders,
+                requested_at: now,
+                sent_at: now,
+                index: None,
+            },
+        );
+        self.raw.read_index(id.to_be_bytes().to_vec());
+    }
+
+    fn on_tick(&mut self) {
+        let now = self.clock.now();
+        // Reads whose ReadIndex round got no answer (lost message, leader change) are asked again,
+        // and fail once they are older than the read timeout.
+        let mut expired = Vec::new();
+        let mut resend = Vec::new();
+        for (id, batch) in &mut self.reads {
+            if now.saturating_sub(batch.requested_at) >= self.cfg.read_timeout {
+                expired.push(*id);
+            } else if batch.index.is_none()
+                && now.saturating_sub(batch.sent_at) >= self.cfg.read_retry
+            {
+                batch.sent_at = now;
+                resend.push(*id);
+            }
+        }
+        for id in expired {
+            if let Some(batch) = self.reads.remove(&id) {
+                for s in batch.senders {
+                    let _ = s.send(Err(RequestError::Timeout));
+                }
+            }
+        }
+        for id in resend {
+            self.raw.read_index(id.to_be_bytes().to_vec());
+        }
+        // Waiters whose client went away will never be read; forget them.
+        self.waiters.retain(|_, w| !w.is_closed());
+    }
+
+    /// raft-rs draws election timeouts from a thread-local RNG; cairn overrides every fresh draw
+    /// with one from the node's seeded [`Rng`] so that a simulated run replays from its seed. A
+    /// draw happens whenever the node changes term, role or leader.
+    fn reseed_election_timeout(&mut self, force: bool) {
+        let r = &self.raw.raft;
+        let role = (r.term, r.state, r.leader_id);
+        if force || role != self.last_role || r.randomized_election_timeout() != self.last_timeout {
+            self.last_role = role;
+            let min = self.cfg.election_ticks as u64;
+            let t = self.rng.range(min, 2 * min) as usize;
+            self.raw.raft.set_randomized_election_timeout(t);
+            self.last_timeout = t;
+        }
+    }
+
+    fn send(&self, msgs: Vec<Message>) {
+        for m in msgs {
+            self.transport.send(m);
+        }
+    }
+
+    /// Handles one Ready in the order raft-rs documents: messages, snapshot, committed entries,
+    /// new entries and HardState (one WAL fsync for all of them), persisted messages, advance, and
+    /// then the LightReady's commit index, messages and committed entries.
+    fn on_ready(&mut self) -> Result<(), NodeError> {
+        let mut rd = self.raw.ready();
+        if !rd.messages().is_empty() {
+            self.send(rd.take_messages());
+        }
+        if *rd.snapshot() != Snapshot::default() {
+            return Err(NodeError::Unsupported(
+                "installing a snapshot from a leader".into(),
+            ));
+        }
+        self.handle_read_states(rd.take_read_states());
+        let committed = rd.take_committed_entries();
+        self.apply(committed)?;
+
+        let mut synced = false;
+        if !rd.entries().is_empty() {
+            let entries = rd.take_entries();
+            self.wal
+                .append(&entries, None)
+                .map_err(|e| NodeError::Wal(e.to_string()))?;
+            self.raw
+                .mut_store()
+                .wl()
+                .append(&entries)
+                .map_err(|e| NodeError::Raft(e.to_string()))?;
+            synced = true;
+        }
+        if let Some(hs) = rd.hs() {
+            self.wal
+                .append(&[], Some(hs))
+                .map_err(|e| NodeError::Wal(e.to_string()))?;
+            self.raw.mut_store().wl().set_hardstate(hs.clone());
+            synced = true;
+        }
+        if synced {
+            self.wal.sync().map_err(|e| NodeError::Wal(e.to_string()))?;
+        }
+        if !rd.persisted_messages().is_empty() {
+            self.send(rd.take_persisted_messages());
+        }
+        let mut light = self.raw.advance(rd);
+        if let Some(commit) = light.commit_index() {
+            self.raw
+                .mut_store()
+                .wl()
+                .mut_hard_state()
+                .set_commit(commit);
+        }
+        self.send(light.take_messages());
+        self.apply(light.take_committed_entries())?;
+        self.raw.advance_apply();
+        self.release_reads();
+        self.maybe_compact_log()?;
+        Ok(())
+    }
+
+    fn handle_read_states(&mut self, states: Vec<::raft::ReadState>) {
+        for rs in states {
+            let Ok(bytes) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()) else {
+                continue;
+            };
+            let id = u64::from_be_bytes(bytes);
+            if let Some(batch) = self.reads.get_mut(&id) {
+                batch.index = Some(rs.index);
+            }
+        }
+    }
+
+    /// Answers every read batch whose read index the state machine has reached.
+    fn release_reads(&mut self) {
+        let applied = self.store.consistent_index();
+        let ready: Vec<u64> = self
+            .reads
+            .iter()
+            .filter(|(_, b)| b.index.is_some_and(|i| i <= applied))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ready {
+            if let Some(batch) = self.reads.remove(&id) {
+                for s in batch.senders {
+                    let _ = s.send(Ok(()));
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>) -> Result<(), NodeError> {
+        for entry in entries {
+            let index = entry.index;
+            if index <= self.store.consistent_index() {
+                // Already in the backend: WAL replay after a restart. Applying again would
+                // duplicate revisions, so skip it (the consistent index makes replay idempotent).
+                continue;
+            }
+            match entry.get_entry_type() {
+                EntryType::EntryNormal => self.apply_normal(index, &entry.data)?,
+                EntryType::EntryConfChange => {
+                    let mut cc = ConfChange::default();
+                    cc.merge_from_bytes(&entry.data)
+                        .map_err(|e| NodeError::Raft(e.to_string()))?;
+                    let cs = self
+                        .raw
+                        .apply_conf_change(&cc)
+                        .map_err(|e| NodeError::Raft(e.to_string()))?;
+                    self.record_conf_state(index, &cs)?;
+                }
+                EntryType::EntryConfChangeV2 => {
+                    let mut cc = ConfChangeV2::default();
+                    cc.merge_from_bytes(&entry.data)
+                        .map_err(|e| NodeError::Raft(e.to_string()))?;
+                    let cs = self
+                        .raw
+                        .apply_conf_change(&cc)
+                        .map_err(|e| NodeError::Raft(e.to_string()))?;
+                    self.record_conf_state(index, &cs)?;
+                }
+            }
+            assert_eq!(
+                self.store.consistent_index(),
+                index,
+                "every applied entry records its index"
+            );
+        }
+        Ok(())
+    }
+
+    fn apply_normal(&mut self, index: u64, data: &[u8]) -> Result<(), NodeError> {
+        if data.is_empty() {
+            // A new leader's empty entry: nothing to apply, but record that it was applied.
+            return self
+                .store
+                .set_consistent_index(index)
+                .map_err(|e| NodeError::Storage(e.to_string()));
+        }
+        let request = cairnpb::Request::decode(data)
+            .map_err(|e| NodeError::Corrupt(format!("entry {index}: {e}")))?;
+        let result = apply::apply(&self.store, index, &request, &|_lease| false);
+        let term = self.raw.raft.term;
+        let reply = match result {
+            Ok((response, events)) => {
+                if !events.is_empty() {
+                    let _ = self.events.send(Arc::new(events));
+                }
+                Ok(Applied { response, term })
+            }
+            Err(e) if e.is_deterministic() => Err(e),
+            Err(e) => return Err(NodeError::Storage(e.to_string())),
+        };
+        if let Some(w) = self.waiters.remove(&request.id) {
+            let _ = w.send(reply);
+        }
+        Ok(())
+    }
+
+    fn record_conf_state(&mut self, index: u64, cs: &ConfState) -> Result<(), NodeError> {
+        let bytes = cs
+            .write_to_bytes()
+            .map_err(|e| NodeError::Raft(e.to_string()))?;
+        let mut w = self
+            .store
+            .write(index)
+            .map_err(|e| NodeError::Storage(e.to_string()))?;
+        w.meta_put(super::CONF_STATE_META, &bytes)
+            .map_err(|e| NodeError::Storage(e.to_string()))?;
+        w.end().map_err(|e| NodeError::Storage(e.to_string()))?;
+        self.raw.mut_store().wl().set_conf_state(cs.clone());
+        Ok(())
+    }
+
+    /// After `snapshot_count` applied entries, the log before the applied index is only needed by
+    /// followers that fell far behind: flush the backend (which holds the applied state and its
+    /// consistent index), mark the compaction point in the WAL, and drop older segments.
+    fn maybe_compact_log(&mut self) -> Result<(), NodeError> {
+        let applied = self.store.consistent_index();
+        if applied < self.snapshot_index + self.cfg.snapshot_count.max(1) {
+            return Ok(());
+        }
+        let term = self.raw.store().rl().hard_state().term;
+        let entry_term = match ::raft::Storage::term(self.raw.store(), applied) {
+            Ok(t) => t,
+            Err(_) => term,
+        };
+        self.store
+            .sync()
+            .map_err(|e| NodeError::Storage(e.to_string()))?;
+        self.wal
+            .record_snapshot(applied, entry_term)
+            .map_err(|e| NodeError::Wal(e.to_string()))?;
+        self.wal
+            .release_to(applied)
+            .map_err(|e| NodeError::Wal(e.to_string()))?;
+        self.raw
+            .mut_store()
+            .wl()
+            .compact(applied)
+            .map_err(|e| NodeError::Raft(e.to_string()))?;
+        tracing::info!(index = applied, term = entry_term, "compacted the raft log");
+        self.snapshot_index = applied;
+        Ok(())
+    }
+
+    fn publish_status(&mut self) {
+        let r = &self.raw.raft;
+        let status = NodeStatus {
+            id: self.cfg.id,
+            leader: r.leader_id,
+            term: r.term,
+            commit: r.raft_log.committed,
+            applied: self.store.consistent_index(),
+            last_index: r.raft_log.last_index(),
+            is_leader: r.state == StateRole::Leader,
+            is_learner: r.prs().conf().learners().contains(&self.cfg.id),
+        };
+        self.status.send_if_modified(|s| {
+            if *s != status {
+                *s = status;
+                true
+            } else {
+                false
+            }
+        });
+    }
+}
+
+/// Failures that stop the node. None of them is the client's fault, and none may be ignored: a
+/// member that cannot persist or apply what it acknowledged must stop rather than diverge.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("wal: {0}")]
+    Wal(String),
+    #[error("backend: {0}")]
+    Storage(String),
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("corrupt log entry: {0}")]
+    Corrupt(String),
+    #[error("not supported yet: {0}")]
+    Unsupported(String),
+}

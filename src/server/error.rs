@@ -1,0 +1,283 @@
+//! The errors a client request can end in, with etcd's exact messages and gRPC codes.
+//!
+//! etcd's clients match on the message text (clientv3's `rpctypes` turns known messages back into
+//! typed errors, and etcdctl prints them verbatim), so the `Display` of every variant that mirrors
+//! an etcd error is etcd 3.4's string, byte for byte.
+//!
+//! Each error also says whether it is *deterministic* (toydb's distinction): an error every
+//! replica computes identically from the same log (a bad request, a compacted revision) is an
+//! answer and goes back to the client; an error that depends on one node's local situation
+//! (storage failure, full disk, lost leadership) must not be treated as an answer by the apply
+//! loop, because then replicas would diverge: the node stops instead.
+
+use crate::mvcc::MvccError;
+
+/// The outcome of a request that did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// A key (of a request, or of a txn compare) is empty.
+    #[error("etcdserver: key is not provided")]
+    EmptyKey,
+    /// A put with `ignore_value`/`ignore_lease` of a key that does not exist, or an empty
+    /// operation inside a txn.
+    #[error("etcdserver: key not found")]
+    KeyNotFound,
+    /// A put with `ignore_value` also carries a value.
+    #[error("etcdserver: value is provided")]
+    ValueProvided,
+    /// A put with `ignore_lease` also carries a lease.
+    #[error("etcdserver: lease is provided")]
+    LeaseProvided,
+    /// A txn has more compares, or more ops in one branch, than the server allows.
+    #[error("etcdserver: too many operations in txn request")]
+    TooManyOps,
+    /// A txn branch writes one key twice, or puts a key it also deletes.
+    #[error("etcdserver: duplicate key given in txn request")]
+    DuplicateKey,
+    /// The requested revision is below the compaction floor.
+    #[error("etcdserver: mvcc: required revision has been compacted")]
+    Compacted,
+    /// The requested revision is above the current revision.
+    #[error("etcdserver: mvcc: required revision is a future revision")]
+    FutureRev,
+    /// A put names a lease that does not exist.
+    #[error("etcdserver: requested lease not found")]
+    LeaseNotFound,
+    /// The request exceeds the maximum request size.
+    #[error("etcdserver: request is too large")]
+    RequestTooLarge,
+    /// The backend is out of space.
+    #[error("etcdserver: mvcc: database space exceeded")]
+    NoSpace,
+    /// The member knows no leader.
+    #[error("etcdserver: no leader")]
+    NoLeader,
+    /// The leader changed while the request was in flight.
+    #[error("etcdserver: leader changed")]
+    LeaderChanged,
+    /// The request was not committed or applied in time.
+    #[error("etcdserver: request timed out")]
+    Timeout,
+    /// The member is shutting down.
+    #[error("etcdserver: server stopped")]
+    Stopped,
+    /// A bounded queue (proposals in flight, read batches) is full.
+    #[error("etcdserver: too many requests")]
+    TooManyRequests,
+    /// A raft entry at or below the store's consistent index was handed to `apply` again (WAL
+    /// replay after a restart): it was applied before and is skipped. Never sent to a client:
+    /// no waiter can exist for such an entry.
+    #[error(
+        "cairn: raft entry {raft_index} already applied (consistent index {consistent_index})"
+    )]
+    AlreadyApplied {
+        /// The entry's index.
+        raft_index: u64,
+        /// The store's consistent index.
+        consistent_index: u64,
+    },
+    /// A local failure (storage, corruption, a request the apply path cannot handle).
+    #[error("etcdserver: {0}")]
+    Internal(String),
+}
+
+impl RequestError {
+    /// The gRPC status code etcd uses for this error.
+    pub fn code(&self) -> tonic::Code {
+        use tonic::Code;
+        match self {
+            RequestError::EmptyKey
+            | RequestError::KeyNotFound
+            | RequestError::ValueProvided
+            | RequestError::LeaseProvided
+            | RequestError::TooManyOps
+            | RequestError::DuplicateKey
+            | RequestError::RequestTooLarge => Code::InvalidArgument,
+            RequestError::Compacted | RequestError::FutureRev => Code::OutOfRange,
+            RequestError::LeaseNotFound => Code::NotFound,
+            RequestError::NoSpace | RequestError::TooManyRequests => Code::ResourceExhausted,
+            RequestError::NoLeader
+            | RequestError::LeaderChanged
+            | RequestError::Timeout
+            | RequestError::Stopped => Code::Unavailable,
+            RequestError::AlreadyApplied { .. } | RequestError::Internal(_) => Code::Internal,
+        }
+    }
+
+    /// Whether every replica computes this error identically from the same log and request.
+    /// A deterministic error is the request's answer (the apply loop records the entry as applied
+    /// and replies); a non-deterministic one from `apply` means this node cannot apply the entry
+    /// and must stop rather than diverge.
+    pub fn is_deterministic(&self) -> bool {
+        match self {
+            RequestError::EmptyKey
+            | RequestError::KeyNotFound
+            | RequestError::ValueProvided
+            | RequestError::LeaseProvided
+            | RequestError::TooManyOps
+            | RequestError::DuplicateKey
+            | RequestError::Compacted
+            | RequestError::FutureRev
+            | RequestError::LeaseNotFound
+            | RequestError::RequestTooLarge
+            | RequestError::AlreadyApplied { .. } => true,
+            // A full LMDB map depends on this node's map size and file, not on the log.
+            RequestError::NoSpace
+            | RequestError::NoLeader
+            | RequestError::LeaderChanged
+            | RequestError::Timeout
+            | RequestError::Stopped
+            | RequestError::TooManyRequests
+            | RequestError::Internal(_) => false,
+        }
+    }
+}
+
+impl From<MvccError> for RequestError {
+    fn from(e: MvccError) -> RequestError {
+        match e {
+            MvccError::Compacted => RequestError::Compacted,
+            MvccError::FutureRevision => RequestError::FutureRev,
+            MvccError::NoSpace => RequestError::NoSpace,
+            MvccError::IndexRegression {
+                raft_index,
+                consistent_index,
+            } => RequestError::AlreadyApplied {
+                raft_index,
+                consistent_index,
+            },
+            e @ (MvccError::Storage(_) | MvccError::Corrupt(_)) => {
+                RequestError::Internal(e.to_string())
+            }
+        }
+    }
+}
+
+impl From<RequestError> for tonic::Status {
+    fn from(e: RequestError) -> tonic::Status {
+        tonic::Status::new(e.code(), e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_and_codes_are_etcds() {
+        use tonic::Code;
+        let cases = [
+            (
+                RequestError::EmptyKey,
+                "etcdserver: key is not provided",
+                Code::InvalidArgument,
+            ),
+            (
+                RequestError::KeyNotFound,
+                "etcdserver: key not found",
+                Code::InvalidArgument,
+            ),
+            (
+                RequestError::ValueProvided,
+                "etcdserver: value is provided",
+                Code::InvalidArgument,
+            ),
+            (
+                RequestError::LeaseProvided,
+                "etcdserver: lease is provided",
+                Code::InvalidArgument,
+            ),
+            (
+                RequestError::TooManyOps,
+                "etcdserver: too many operations in txn request",
+                Code::InvalidArgument,
+            ),
+            (
+                RequestError::DuplicateKey,
+                "etcdserver: duplicate key given in txn request",
+                Code::InvalidArgument,
+            ),
+            (
+                RequestError::Compacted,
+                "etcdserver: mvcc: required revision has been compacted",
+                Code::OutOfRange,
+            ),
+            (
+                RequestError::FutureRev,
+                "etcdserver: mvcc: required revision is a future revision",
+                Code::OutOfRange,
+            ),
+            (
+                RequestError::LeaseNotFound,
+                "etcdserver: requested lease not found",
+                Code::NotFound,
+            ),
+            (
+                RequestError::RequestTooLarge,
+                "etcdserver: request is too large",
+                Code::InvalidArgument,
+            ),
+            (
+                RequestError::NoSpace,
+                "etcdserver: mvcc: database space exceeded",
+                Code::ResourceExhausted,
+            ),
+            (
+                RequestError::NoLeader,
+                "etcdserver: no leader",
+                Code::Unavailable,
+            ),
+            (
+                RequestError::LeaderChanged,
+                "etcdserver: leader changed",
+                Code::Unavailable,
+            ),
+            (
+                RequestError::Timeout,
+                "etcdserver: request timed out",
+                Code::Unavailable,
+            ),
+            (
+                RequestError::Stopped,
+                "etcdserver: server stopped",
+                Code::Unavailable,
+            ),
+        ];
+        for (err, msg, code) in cases {
+            assert_eq!(err.to_string(), msg);
+            assert_eq!(err.code(), code);
+            let status = tonic::Status::from(err);
+            assert_eq!((status.code(), status.message()), (code, msg));
+        }
+    }
+
+    #[test]
+    fn determinism_separates_answers_from_local_failures() {
+        assert!(RequestError::Compacted.is_deterministic());
+        assert!(RequestError::KeyNotFound.is_deterministic());
+        assert!(RequestError::LeaseNotFound.is_deterministic());
+        assert!(!RequestError::Internal("disk".into()).is_deterministic());
+        assert!(!RequestError::NoSpace.is_deterministic());
+        assert!(!RequestError::NoLeader.is_deterministic());
+    }
+
+    #[test]
+    fn mvcc_errors_map_to_request_errors() {
+        assert_eq!(
+            RequestError::from(MvccError::Compacted),
+            RequestError::Compacted
+        );
+        assert_eq!(
+            RequestError::from(MvccError::FutureRevision),
+            RequestError::FutureRev
+        );
+        assert_eq!(
+            RequestError::from(MvccError::NoSpace),
+            RequestError::NoSpace
+        );
+        assert!(matches!(
+            RequestError::from(MvccError::Storage("x".into())),
+            RequestError::Internal(_)
+        ));
+    }
+}
