@@ -20,7 +20,9 @@ fn main() {
     tonic_build::configure()
         .build_server(true)
         .build_client(true)
-        .generate_default_stubs(true)
+        // No default stubs: madsim-tonic generates none, so every served method is written out
+        // in both builds (unimplemented ones return `Unimplemented` explicitly).
+        .generate_default_stubs(false)
         .compile_protos(&files, &[root.to_path_buf()])
         .expect("compile protos");
 }

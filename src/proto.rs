@@ -6,25 +6,25 @@
 #![allow(clippy::all, clippy::pedantic, missing_docs, rustdoc::all)]
 
 pub mod mvccpb {
-    include!(concat!(env!("OUT_DIR"), "/mvccpb.rs"));
+    tonic::include_proto!("mvccpb");
 }
 
 pub mod authpb {
-    include!(concat!(env!("OUT_DIR"), "/authpb.rs"));
+    tonic::include_proto!("authpb");
 }
 
 pub mod etcdserverpb {
-    include!(concat!(env!("OUT_DIR"), "/etcdserverpb.rs"));
+    tonic::include_proto!("etcdserverpb");
 }
 
 pub mod v3lockpb {
-    include!(concat!(env!("OUT_DIR"), "/v3lockpb.rs"));
+    tonic::include_proto!("v3lockpb");
 }
 
 pub mod v3electionpb {
-    include!(concat!(env!("OUT_DIR"), "/v3electionpb.rs"));
+    tonic::include_proto!("v3electionpb");
 }
 
 pub mod cairnpb {
-    include!(concat!(env!("OUT_DIR"), "/cairnpb.rs"));
+    tonic::include_proto!("cairnpb");
 }
