@@ -442,6 +442,14 @@ mod tests {
     }
 
     #[test]
+    fn a_named_member_without_initial_cluster_bootstraps_alone_as_etcd_does() {
+        let cfg = Config::from_args(&args(&["--name", "x"])).unwrap();
+        assert_eq!(cfg.server.initial_cluster.len(), 1);
+        assert_eq!(cfg.server.initial_cluster[0].name, "x");
+        assert_eq!(cfg.server.data_dir, PathBuf::from("x.cairn"));
+    }
+
+    #[test]
     fn single_dash_flags_work_like_go() {
         let cfg = Config::from_args(&args(&["-name", "n1", "-data-dir", "/tmp/x"])).unwrap();
         assert_eq!(cfg.server.name, "n1");
@@ -456,7 +464,7 @@ mod tests {
             vec!["--initial-cluster-state", "maybe"],
             vec!["--no-such-flag"],
             vec!["--election-timeout", "100"],
-            vec!["--name", "x"],
+            vec!["--name", "x", "--initial-cluster", "y=http://localhost:2380"],
         ] {
             match Config::from_args(&args(&bad)) {
                 Err(ConfigError::Invalid(m)) => assert!(!m.contains('\n'), "{bad:?}: {m}"),
