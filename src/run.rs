@@ -83,11 +83,13 @@ pub async fn run(
             };
             let svc = PeerService::new(cluster_id, member_id, inbound.clone());
             tracing::info!(%addr, "serving peer traffic");
-            apis.push(tokio::spawn(
+            apis.push(tokio::spawn(async move {
                 tonic::transport::Server::builder()
                     .add_service(svc)
-                    .serve_with_shutdown(addr, stop),
-            ));
+                    .serve_with_shutdown(addr, stop)
+                    .await
+                    .map_err(|e| e.to_string())
+            }));
         }
     }
     tracing::info!(
@@ -103,7 +105,12 @@ pub async fn run(
             let _ = rx.wait_for(|s| *s).await;
         };
         tracing::info!(%addr, "serving client requests");
-        apis.push(tokio::spawn(crate::api::serve(server.clone(), addr, stop)));
+        let server = server.clone();
+        apis.push(tokio::spawn(async move {
+            crate::api::serve(server, addr, stop)
+                .await
+                .map_err(|e| e.to_string())
+        }));
     }
     let result = tokio::select! {
         _ = shutdown => { tracing::info!("shutting down"); Ok(()) }
@@ -113,7 +120,7 @@ pub async fn run(
     for api in apis {
         match api.await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(RunError::Api(e.to_string())),
+            Ok(Err(e)) => return Err(RunError::Api(e)),
             Err(e) => return Err(RunError::Api(e.to_string())),
         }
     }

@@ -7,6 +7,8 @@
 //! Services not implemented yet answer `Unimplemented`.
 
 mod cluster;
+#[cfg(not(madsim))]
+mod http;
 mod kv;
 mod maintenance;
 
@@ -26,7 +28,7 @@ pub async fn serve(
     server: Server,
     addr: SocketAddr,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), tonic::transport::Error> {
+) -> Result<(), ApiError> {
     let recv_max = server.config().max_request_bytes + crate::server::GRPC_OVERHEAD_BYTES;
     let kv = KvServer::new(kv::KvService::new(server.clone()))
         .max_decoding_message_size(recv_max)
@@ -35,10 +37,44 @@ pub async fn serve(
         .max_decoding_message_size(recv_max);
     let cluster = ClusterServer::new(cluster::ClusterService::new(server.clone()))
         .max_decoding_message_size(recv_max);
-    tonic::transport::Server::builder()
-        .add_service(kv)
-        .add_service(maintenance)
-        .add_service(cluster)
-        .serve_with_shutdown(addr, shutdown)
-        .await
+    #[cfg(not(madsim))]
+    {
+        // One port for gRPC and plain HTTP (/health, /metrics, /version), as etcd serves them:
+        // tonic's routes become an axum router that also answers the HTTP paths.
+        let routes = tonic::service::Routes::new(kv)
+            .add_service(maintenance)
+            .add_service(cluster);
+        let router = http::routes(server.clone(), routes.into_axum_router());
+        use axum::serve::ListenerExt as _;
+        // Small request/response pairs must not wait on Nagle's algorithm and delayed ACKs.
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(ApiError::Bind)?
+            .tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+        axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(ApiError::Serve)
+    }
+    #[cfg(madsim)]
+    {
+        tonic::transport::Server::builder()
+            .add_service(kv)
+            .add_service(maintenance)
+            .add_service(cluster)
+            .serve_with_shutdown(addr, shutdown)
+            .await
+            .map_err(|e| ApiError::Serve(std::io::Error::other(e.to_string())))
+    }
+}
+
+/// Why the client API stopped serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("bind: {0}")]
+    Bind(std::io::Error),
+    #[error("serve: {0}")]
+    Serve(std::io::Error),
 }

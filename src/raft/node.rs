@@ -17,6 +17,7 @@ use crate::proto::cairnpb;
 use crate::proto::mvccpb::Event;
 use crate::server::apply::{self, ApplyResponse};
 use crate::server::error::RequestError;
+use crate::server::metrics::Metrics;
 use crate::wal::Wal;
 
 /// Commands drained from the queue per loop turn: bounds the work between two Ready rounds while
@@ -99,6 +100,7 @@ pub struct NodeParts {
     pub inbound: mpsc::Receiver<Message>,
     pub status: watch::Sender<NodeStatus>,
     pub events: tokio::sync::broadcast::Sender<Arc<Vec<Event>>>,
+    pub metrics: Arc<Metrics>,
     /// Index of the last log compaction point (0 when the log was never compacted).
     pub snapshot_index: u64,
 }
@@ -130,6 +132,8 @@ pub struct Node {
     inbound: mpsc::Receiver<Message>,
     status: watch::Sender<NodeStatus>,
     events: tokio::sync::broadcast::Sender<Arc<Vec<Event>>>,
+    metrics: Arc<Metrics>,
+    last_leader: u64,
     waiters: HashMap<u64, oneshot::Sender<ProposalResult>>,
     parked: VecDeque<Parked>,
     /// Read batches by their ReadIndex context id.
@@ -155,6 +159,8 @@ impl Node {
             inbound: parts.inbound,
             status: parts.status,
             events: parts.events,
+            metrics: parts.metrics,
+            last_leader: 0,
             waiters: HashMap::new(),
             parked: VecDeque::new(),
             reads: BTreeMap::new(),
@@ -327,6 +333,9 @@ impl Node {
         }
         let id = self.next_read_id;
         self.next_read_id += 1;
+        self.metrics
+            .read_indexes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let now = self.clock.now();
         self.reads.insert(
             id,
@@ -358,6 +367,9 @@ impl Node {
         }
         for id in expired {
             if let Some(batch) = self.reads.remove(&id) {
+                self.metrics
+                    .read_index_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 for s in batch.senders {
                     let _ = s.send(Err(RequestError::Timeout));
                 }
@@ -429,7 +441,11 @@ impl Node {
             synced = true;
         }
         if synced {
+            let started = self.clock.now();
             self.wal.sync().map_err(|e| NodeError::Wal(e.to_string()))?;
+            self.metrics
+                .wal_fsync
+                .observe(self.clock.now().saturating_sub(started));
         }
         if !rd.persisted_messages().is_empty() {
             self.send(rd.take_persisted_messages());
@@ -481,6 +497,18 @@ impl Node {
     }
 
     fn apply(&mut self, entries: Vec<Entry>) -> Result<(), NodeError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let started = self.clock.now();
+        self.apply_entries(entries)?;
+        self.metrics
+            .backend_commit
+            .observe(self.clock.now().saturating_sub(started));
+        Ok(())
+    }
+
+    fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<(), NodeError> {
         for entry in entries {
             let index = entry.index;
             if index <= self.store.consistent_index() {
@@ -539,7 +567,12 @@ impl Node {
                 }
                 Ok(Applied { response, term })
             }
-            Err(e) if e.is_deterministic() => Err(e),
+            Err(e) if e.is_deterministic() => {
+                self.metrics
+                    .proposals_failed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Err(e)
+            }
             Err(e) => return Err(NodeError::Storage(e.to_string())),
         };
         if let Some(w) = self.waiters.remove(&request.id) {
@@ -597,6 +630,18 @@ impl Node {
 
     fn publish_status(&mut self) {
         let r = &self.raw.raft;
+        if r.leader_id != self.last_leader {
+            if r.leader_id != ::raft::INVALID_ID {
+                self.metrics
+                    .leader_changes
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            self.last_leader = r.leader_id;
+        }
+        self.metrics.proposals_pending.store(
+            self.waiters.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let status = NodeStatus {
             id: self.cfg.id,
             leader: r.leader_id,

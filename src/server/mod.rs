@@ -17,6 +17,7 @@
 
 pub mod apply;
 pub mod error;
+pub mod metrics;
 pub mod validate;
 
 use std::path::{Path, PathBuf};
@@ -127,6 +128,7 @@ struct Inner {
     status: watch::Receiver<NodeStatus>,
     events: broadcast::Sender<Arc<Vec<Event>>>,
     next_request_id: AtomicU64,
+    metrics: Arc<metrics::Metrics>,
 }
 
 /// A running member, shared by the API services. Cloning is cheap.
@@ -215,6 +217,7 @@ impl Server {
             ..Default::default()
         });
         let (events_tx, _) = broadcast::channel(EVENT_BUFFER_MAX);
+        let metrics = Arc::new(metrics::Metrics::default());
         let first_request_id = initial_request_id(cfg.member_id, io.clock.as_ref());
         let node = Node::new(NodeParts {
             config: node_cfg,
@@ -228,6 +231,7 @@ impl Server {
             inbound: msg_rx,
             status: status_tx,
             events: events_tx.clone(),
+            metrics: metrics.clone(),
             snapshot_index,
         });
         let span = tracing::info_span!("node", member = %format!("{:x}", cfg.member_id));
@@ -239,6 +243,7 @@ impl Server {
             status: status_rx,
             events: events_tx,
             next_request_id: AtomicU64::new(first_request_id),
+            metrics,
         };
         Ok((
             Server {
@@ -359,6 +364,36 @@ impl Server {
         }
     }
 
+    /// `GET /metrics`: Prometheus text under etcd's metric names.
+    pub fn render_metrics(&self) -> String {
+        let st = self.node_status();
+        let store = &self.inner.store;
+        self.inner.metrics.render(metrics::Gauges {
+            has_leader: st.leader != 0,
+            is_leader: st.is_leader,
+            term: st.term,
+            commit: st.commit,
+            applied: st.applied,
+            db_size_bytes: store.db_size_bytes(),
+            db_size_in_use_bytes: store.db_size_in_use_bytes(),
+            revision: store.current_revision(),
+            compact_revision: store.compact_revision(),
+        })
+    }
+
+    /// `GET /health`: healthy when the member knows a leader and a linearizable read (a ReadIndex
+    /// round) completes within `timeout` — that is, the cluster can still commit.
+    pub async fn health(&self, timeout: Duration) -> Result<(), String> {
+        if self.node_status().leader == 0 {
+            return Err("RAFT NO LEADER".into());
+        }
+        match tokio::time::timeout(timeout, self.read_index()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("timed out waiting for a linearizable read".into()),
+        }
+    }
+
     /// This member's view for `Maintenance.Status`.
     pub fn status(&self) -> StatusResponse {
         let st = self.node_status();
@@ -446,9 +481,11 @@ fn bootstrap_entries(
             e
         })
         .collect();
-    let mut hs = HardState::default();
-    hs.term = 1;
-    hs.commit = entries.len() as u64;
+    let hs = HardState {
+        term: 1,
+        commit: entries.len() as u64,
+        ..Default::default()
+    };
     (entries, hs)
 }
 
