@@ -22,23 +22,20 @@ impl Cluster for ClusterService {
         &self,
         _request: Request<MemberListRequest>,
     ) -> Result<Response<MemberListResponse>, Status> {
-        let cfg = self.server.config();
-        let members = cfg
-            .initial_cluster
-            .iter()
+        let members = self
+            .server
+            .members()?
+            .into_iter()
             .map(|m| Member {
                 id: m.id,
-                name: m.name.clone(),
-                peer_ur_ls: m.peer_urls.clone(),
-                client_ur_ls: if m.id == cfg.member_id {
-                    cfg.client_urls.clone()
-                } else {
-                    Vec::new()
-                },
-                is_learner: false,
+                name: m.name,
+                peer_ur_ls: m.peer_urls,
+                client_ur_ls: m.client_urls,
+                is_learner: m.is_learner,
             })
             .collect();
-        let header = self.server.header(self.server.store().current_revision());
+        // etcd's Cluster responses carry no revision in their header.
+        let header = self.server.header(0);
         Ok(Response::new(MemberListResponse {
             header: Some(header),
             members,

@@ -7,6 +7,12 @@ use raft::eraftpb::Message;
 /// Inbound messages reach the node through the channel handed to the node at start.
 pub trait Transport: Send + Sync + 'static {
     fn send(&self, msg: Message);
+
+    /// The applied membership changed: `peers` lists every member (id and peer URLs), this one
+    /// included. A transport with links per peer opens and closes them to match.
+    fn set_peers(&self, peers: &[(u64, Vec<String>)]) {
+        let _ = peers;
+    }
 }
 
 /// The transport of a single-member cluster: there is nobody to talk to, so any message is a bug

@@ -48,6 +48,7 @@ pub struct GrpcTransport {
 }
 
 struct PeerLink {
+    url: String,
     queue: mpsc::Sender<Message>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -72,12 +73,19 @@ impl GrpcTransport {
             self.cluster_id,
             self.member_id,
             id,
-            url,
+            url.clone(),
             rx,
             self.clock.clone(),
         ));
         let mut peers = self.peers.lock().expect("peer map lock");
-        if let Some(old) = peers.insert(id, PeerLink { queue: tx, task }) {
+        if let Some(old) = peers.insert(
+            id,
+            PeerLink {
+                url,
+                queue: tx,
+                task,
+            },
+        ) {
             old.task.abort();
         }
     }
@@ -101,6 +109,35 @@ impl Drop for GrpcTransport {
 }
 
 impl Transport for GrpcTransport {
+    fn set_peers(&self, peers: &[(u64, Vec<String>)]) {
+        let current: Vec<u64> = self
+            .peers
+            .lock()
+            .expect("peer map lock")
+            .keys()
+            .copied()
+            .collect();
+        for id in current {
+            if !peers.iter().any(|(p, _)| *p == id) {
+                tracing::info!(peer = %format!("{id:x}"), "closing the link to a removed member");
+                self.remove_peer(id);
+            }
+        }
+        for (id, urls) in peers {
+            let known = self
+                .peers
+                .lock()
+                .expect("peer map lock")
+                .get(id)
+                .map(|l| l.url.clone());
+            if let Some(url) = urls.first() {
+                if known.as_ref() != Some(url) {
+                    self.add_peer(*id, url.clone());
+                }
+            }
+        }
+    }
+
     fn send(&self, msg: Message) {
         let peers = self.peers.lock().expect("peer map lock");
         match peers.get(&msg.to) {

@@ -4,7 +4,9 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ::raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType, Message, Snapshot};
+use ::raft::eraftpb::{
+    ConfChange, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, Message, Snapshot,
+};
 use ::raft::storage::MemStorage;
 use ::raft::{RawNode, StateRole};
 use prost::Message as _;
@@ -17,6 +19,7 @@ use crate::proto::cairnpb;
 use crate::proto::mvccpb::Event;
 use crate::server::apply::{self, ApplyResponse};
 use crate::server::error::RequestError;
+use crate::server::membership::{self, Change, Member};
 use crate::server::metrics::Metrics;
 use crate::wal::Wal;
 
@@ -101,6 +104,8 @@ pub struct NodeParts {
     pub status: watch::Sender<NodeStatus>,
     pub events: tokio::sync::broadcast::Sender<Arc<Vec<Event>>>,
     pub metrics: Arc<Metrics>,
+    /// The applied member list (from the backend).
+    pub members: Vec<Member>,
     /// Index of the last log compaction point (0 when the log was never compacted).
     pub snapshot_index: u64,
 }
@@ -133,6 +138,7 @@ pub struct Node {
     status: watch::Sender<NodeStatus>,
     events: tokio::sync::broadcast::Sender<Arc<Vec<Event>>>,
     metrics: Arc<Metrics>,
+    members: Vec<Member>,
     last_leader: u64,
     waiters: HashMap<u64, oneshot::Sender<ProposalResult>>,
     parked: VecDeque<Parked>,
@@ -160,6 +166,7 @@ impl Node {
             status: parts.status,
             events: parts.events,
             metrics: parts.metrics,
+            members: parts.members,
             last_leader: 0,
             waiters: HashMap::new(),
             parked: VecDeque::new(),
@@ -526,7 +533,8 @@ impl Node {
                         .raw
                         .apply_conf_change(&cc)
                         .map_err(|e| NodeError::Raft(e.to_string()))?;
-                    self.record_conf_state(index, &cs)?;
+                    let change = [(cc.get_change_type(), cc.node_id)];
+                    self.record_conf_change(index, &cs, &change, &cc.context)?;
                 }
                 EntryType::EntryConfChangeV2 => {
                     let mut cc = ConfChangeV2::default();
@@ -536,7 +544,12 @@ impl Node {
                         .raw
                         .apply_conf_change(&cc)
                         .map_err(|e| NodeError::Raft(e.to_string()))?;
-                    self.record_conf_state(index, &cs)?;
+                    let changes: Vec<_> = cc
+                        .changes
+                        .iter()
+                        .map(|c| (c.get_change_type(), c.node_id))
+                        .collect();
+                    self.record_conf_change(index, &cs, &changes, &cc.context)?;
                 }
             }
             assert_eq!(
@@ -558,7 +571,12 @@ impl Node {
         }
         let request = cairnpb::Request::decode(data)
             .map_err(|e| NodeError::Corrupt(format!("entry {index}: {e}")))?;
-        let result = apply::apply(&self.store, index, &request, &|_lease| false);
+        let result = match &request.op {
+            Some(cairnpb::request::Op::MemberAttributes(a)) => {
+                Ok((self.apply_attributes(index, a)?, Vec::new()))
+            }
+            _ => apply::apply(&self.store, index, &request, &|_lease| false),
+        };
         let term = self.raw.raft.term;
         let reply = match result {
             Ok((response, events)) => {
@@ -581,19 +599,59 @@ impl Node {
         Ok(())
     }
 
-    fn record_conf_state(&mut self, index: u64, cs: &ConfState) -> Result<(), NodeError> {
+    /// Records a membership change: raft's new ConfState and the member list, in the same backend
+    /// transaction as the entry's index; then tells the transport whom to talk to.
+    fn record_conf_change(
+        &mut self,
+        index: u64,
+        cs: &ConfState,
+        changes: &[(ConfChangeType, u64)],
+        context: &[u8],
+    ) -> Result<(), NodeError> {
+        let mut members = self.members.clone();
+        for (kind, node_id) in changes {
+            let change = match kind {
+                ConfChangeType::AddNode => Change::AddVoter,
+                ConfChangeType::AddLearnerNode => Change::AddLearner,
+                ConfChangeType::RemoveNode => Change::Remove,
+            };
+            membership::apply_change(&mut members, change, *node_id, context);
+        }
         let bytes = cs
             .write_to_bytes()
             .map_err(|e| NodeError::Raft(e.to_string()))?;
-        let mut w = self
-            .store
-            .write(index)
-            .map_err(|e| NodeError::Storage(e.to_string()))?;
+        let storage = |e: crate::mvcc::MvccError| NodeError::Storage(e.to_string());
+        let mut w = self.store.write(index).map_err(storage)?;
         w.meta_put(super::CONF_STATE_META, &bytes)
-            .map_err(|e| NodeError::Storage(e.to_string()))?;
-        w.end().map_err(|e| NodeError::Storage(e.to_string()))?;
+            .map_err(storage)?;
+        membership::save(&mut w, &members).map_err(storage)?;
+        w.end().map_err(storage)?;
         self.raw.mut_store().wl().set_conf_state(cs.clone());
+        self.members = members;
+        let peers: Vec<(u64, Vec<String>)> = self
+            .members
+            .iter()
+            .map(|m| (m.id, m.peer_urls.clone()))
+            .collect();
+        self.transport.set_peers(&peers);
         Ok(())
+    }
+
+    /// A member's announced name and client URLs (etcd's publish).
+    fn apply_attributes(
+        &mut self,
+        index: u64,
+        a: &cairnpb::MemberAttributes,
+    ) -> Result<ApplyResponse, NodeError> {
+        let storage = |e: crate::mvcc::MvccError| NodeError::Storage(e.to_string());
+        let mut members = self.members.clone();
+        let mut w = self.store.write(index).map_err(storage)?;
+        if membership::apply_attributes(&mut members, a.id, &a.name, &a.client_urls) {
+            membership::save(&mut w, &members).map_err(storage)?;
+        }
+        w.end().map_err(storage)?;
+        self.members = members;
+        Ok(ApplyResponse::Attributes)
     }
 
     /// After `snapshot_count` applied entries, the log before the applied index is only needed by

@@ -65,6 +65,8 @@ pub enum ApplyResponse {
     Txn(TxnResponse),
     /// Answer to a compaction.
     Compaction(CompactionResponse),
+    /// A member's attributes were recorded (applied by the node, see `server::membership`).
+    Attributes,
 }
 
 /// Applies the committed KV request `req` of raft entry `raft_index` to `store`: puts,

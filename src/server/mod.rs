@@ -17,6 +17,7 @@
 
 pub mod apply;
 pub mod error;
+pub mod membership;
 pub mod metrics;
 pub mod validate;
 
@@ -53,6 +54,8 @@ pub const NODE_COMMANDS_MAX: usize = 8192;
 pub const INBOUND_MESSAGES_MAX: usize = 8192;
 /// Events of applied revisions buffered for slow watchers before they must resynchronise.
 pub const EVENT_BUFFER_MAX: usize = 1024;
+/// Pause between two attempts to publish this member's attributes.
+pub const PUBLISH_RETRY: Duration = Duration::from_millis(500);
 /// Extra bytes gRPC accepts beyond --max-request-bytes, so that an oversized request reaches the
 /// server's own check and gets etcd's "request is too large" rather than a transport error.
 pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
@@ -218,6 +221,8 @@ impl Server {
         });
         let (events_tx, _) = broadcast::channel(EVENT_BUFFER_MAX);
         let metrics = Arc::new(metrics::Metrics::default());
+        let publish_clock = io.clock.clone();
+        let publish_stop = shutdown.clone();
         let first_request_id = initial_request_id(cfg.member_id, io.clock.as_ref());
         let node = Node::new(NodeParts {
             config: node_cfg,
@@ -232,6 +237,7 @@ impl Server {
             status: status_tx,
             events: events_tx.clone(),
             metrics: metrics.clone(),
+            members: membership::load(&store).map_err(|e| StartError::Backend(e.to_string()))?,
             snapshot_index,
         });
         let span = tracing::info_span!("node", member = %format!("{:x}", cfg.member_id));
@@ -245,13 +251,16 @@ impl Server {
             next_request_id: AtomicU64::new(first_request_id),
             metrics,
         };
-        Ok((
-            Server {
-                inner: Arc::new(inner),
-            },
-            msg_tx,
-            task,
-        ))
+        let server = Server {
+            inner: Arc::new(inner),
+        };
+        let publisher = server.clone();
+        tokio::spawn(async move {
+            publisher
+                .publish_attributes(publish_clock, publish_stop)
+                .await
+        });
+        Ok((server, msg_tx, task))
     }
 
     pub fn config(&self) -> &ServerConfig {
@@ -391,6 +400,49 @@ impl Server {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err("timed out waiting for a linearizable read".into()),
+        }
+    }
+
+    /// The applied member list.
+    pub fn members(&self) -> Result<Vec<membership::Member>, RequestError> {
+        Ok(membership::load(&self.inner.store)?)
+    }
+
+    /// Announces this member's name and client URLs through raft (etcd's publish), retrying every
+    /// [`PUBLISH_RETRY`] until it is applied or the member stops.
+    async fn publish_attributes(&self, clock: Arc<dyn Clock>, mut stop: watch::Receiver<bool>) {
+        let cfg = &self.inner.cfg;
+        let attrs = cairnpb::MemberAttributes {
+            id: cfg.member_id,
+            name: cfg.name.clone(),
+            client_urls: cfg.client_urls.clone(),
+        };
+        loop {
+            if let Ok(members) = self.members() {
+                if members.iter().any(|m| {
+                    m.id == cfg.member_id
+                        && m.name == attrs.name
+                        && m.client_urls == attrs.client_urls
+                }) {
+                    return;
+                }
+            }
+            tokio::select! {
+                r = self.propose(cairnpb::request::Op::MemberAttributes(attrs.clone())) => {
+                    match r {
+                        Ok(_) => {
+                            tracing::info!(name = %attrs.name, client_urls = ?attrs.client_urls, "published member attributes");
+                            return;
+                        }
+                        Err(e) => tracing::debug!(error = %e, "publishing member attributes failed; retrying"),
+                    }
+                }
+                _ = stop.changed() => return,
+            }
+            tokio::select! {
+                _ = clock.sleep(PUBLISH_RETRY) => {}
+                _ = stop.changed() => return,
+            }
         }
     }
 

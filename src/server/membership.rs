@@ -1,0 +1,200 @@
+//! Cluster membership as applied state.
+//!
+//! Who belongs to the cluster is decided by raft conf changes; what clients see of each member
+//! (name, peer URLs, client URLs, learner flag) travels with them: a conf change carries the member
+//! as JSON in its context, and a member announces its name and client URLs with a
+//! `MemberAttributes` request once it has a leader (etcd's "publish"). Both are applied like any
+//! entry and stored in the backend under [`MEMBERS_META`] in the same transaction as the consistent
+//! index, so every member answers `MemberList` identically and a restart loses nothing.
+
+use crate::mvcc::{MvccError, Store, WriteTxn};
+
+/// Backend meta blob with the member list (JSON array, sorted by id).
+pub const MEMBERS_META: &str = "cluster_members";
+/// Members a cluster may have (voters and learners); etcd recommends at most 7 voters.
+pub const MEMBERS_MAX: usize = 64;
+
+/// One member as clients see it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Member {
+    pub id: u64,
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    pub client_urls: Vec<String>,
+    pub is_learner: bool,
+}
+
+impl Member {
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": format!("{:x}", self.id),
+            "name": self.name,
+            "peer_urls": self.peer_urls,
+            "client_urls": self.client_urls,
+            "is_learner": self.is_learner,
+        })
+    }
+
+    /// Parses a member from a conf change context or the stored list; `None` if malformed.
+    pub fn from_json(v: &serde_json::Value) -> Option<Member> {
+        let strings = |field: &str| -> Vec<String> {
+            v[field]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        Some(Member {
+            id: u64::from_str_radix(v["id"].as_str()?, 16).ok()?,
+            name: v["name"].as_str().unwrap_or_default().to_string(),
+            peer_urls: strings("peer_urls"),
+            client_urls: strings("client_urls"),
+            is_learner: v["is_learner"].as_bool().unwrap_or(false),
+        })
+    }
+}
+
+/// The applied member list, sorted by id.
+pub fn load(store: &Store) -> Result<Vec<Member>, MvccError> {
+    let Some(bytes) = store.meta_get(MEMBERS_META)? else {
+        return Ok(Vec::new());
+    };
+    decode(&bytes)
+}
+
+fn decode(bytes: &[u8]) -> Result<Vec<Member>, MvccError> {
+    let v: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| MvccError::Corrupt(format!("member list: {e}")))?;
+    let list = v
+        .as_array()
+        .ok_or_else(|| MvccError::Corrupt("member list is not an array".into()))?;
+    let members: Option<Vec<Member>> = list.iter().map(Member::from_json).collect();
+    members.ok_or_else(|| MvccError::Corrupt("malformed member in the member list".into()))
+}
+
+/// Writes the member list within the apply transaction of the entry that changed it.
+pub fn save(w: &mut WriteTxn<'_>, members: &[Member]) -> Result<(), MvccError> {
+    debug_assert!(
+        members.windows(2).all(|p| p[0].id < p[1].id),
+        "members are sorted by id"
+    );
+    let json = serde_json::Value::Array(members.iter().map(Member::to_json).collect()).to_string();
+    w.meta_put(MEMBERS_META, json.as_bytes())
+}
+
+/// What a conf change does to the member list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    AddVoter,
+    AddLearner,
+    Remove,
+}
+
+/// Applies one conf change to `members`. `context` is the member's JSON (empty for removals).
+pub fn apply_change(members: &mut Vec<Member>, change: Change, node_id: u64, context: &[u8]) {
+    let described = serde_json::from_slice::<serde_json::Value>(context)
+        .ok()
+        .and_then(|v| Member::from_json(&v));
+    match change {
+        Change::Remove => members.retain(|m| m.id != node_id),
+        Change::AddVoter | Change::AddLearner => {
+            let learner = change == Change::AddLearner;
+            match members.iter_mut().find(|m| m.id == node_id) {
+                // Promotion of a learner, or a replayed add: keep what is known, update the role.
+                Some(m) => {
+                    m.is_learner = learner;
+                    if let Some(d) = described {
+                        if !d.peer_urls.is_empty() {
+                            m.peer_urls = d.peer_urls;
+                        }
+                    }
+                }
+                None => {
+                    let mut m = described.unwrap_or(Member {
+                        id: node_id,
+                        ..Default::default()
+                    });
+                    m.id = node_id;
+                    m.is_learner = learner;
+                    members.push(m);
+                    members.sort_by_key(|m| m.id);
+                }
+            }
+        }
+    }
+}
+
+/// Records a member's announced name and client URLs; unknown members are ignored (it may have
+/// been removed while its announcement was in flight).
+pub fn apply_attributes(
+    members: &mut [Member],
+    id: u64,
+    name: &str,
+    client_urls: &[String],
+) -> bool {
+    match members.iter_mut().find(|m| m.id == id) {
+        Some(m) => {
+            m.name = name.to_string();
+            m.client_urls = client_urls.to_vec();
+            true
+        }
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(id: u64, name: &str, url: &str) -> Vec<u8> {
+        Member {
+            id,
+            name: name.into(),
+            peer_urls: vec![url.into()],
+            ..Default::default()
+        }
+        .to_json()
+        .to_string()
+        .into_bytes()
+    }
+
+    #[test]
+    fn adds_keep_the_list_sorted_and_removes_drop_the_member() {
+        let mut m = Vec::new();
+        apply_change(&mut m, Change::AddVoter, 9, &ctx(9, "b", "http://b:2380"));
+        apply_change(&mut m, Change::AddVoter, 3, &ctx(3, "a", "http://a:2380"));
+        assert_eq!(m.iter().map(|m| m.id).collect::<Vec<_>>(), vec![3, 9]);
+        assert_eq!(m[0].name, "a");
+        apply_change(&mut m, Change::Remove, 3, b"");
+        assert_eq!(m.iter().map(|m| m.id).collect::<Vec<_>>(), vec![9]);
+    }
+
+    #[test]
+    fn a_learner_is_promoted_in_place_and_attributes_fill_client_urls() {
+        let mut m = Vec::new();
+        apply_change(&mut m, Change::AddLearner, 5, &ctx(5, "", "http://c:2380"));
+        assert!(m[0].is_learner);
+        apply_change(&mut m, Change::AddVoter, 5, b"");
+        assert!(!m[0].is_learner);
+        assert_eq!(m[0].peer_urls, vec!["http://c:2380".to_string()]);
+        assert!(apply_attributes(&mut m, 5, "c", &["http://c:2379".into()]));
+        assert_eq!(m[0].client_urls, vec!["http://c:2379".to_string()]);
+        assert!(!apply_attributes(&mut m, 6, "x", &[]));
+    }
+
+    #[test]
+    fn the_stored_list_round_trips() {
+        let m = vec![Member {
+            id: 0xabc,
+            name: "n".into(),
+            peer_urls: vec!["p".into()],
+            client_urls: vec!["c".into()],
+            is_learner: true,
+        }];
+        let json = serde_json::Value::Array(m.iter().map(Member::to_json).collect()).to_string();
+        assert_eq!(decode(json.as_bytes()).unwrap(), m);
+    }
+}
