@@ -59,6 +59,7 @@ pub async fn run(
         Some(p) => p.clone(),
         None => Arc::new(LocalTransport),
     };
+    let clock_for_shutdown = clock.clone();
     let io = ServerIo {
         disk: Arc::new(FsDisk),
         clock,
@@ -117,11 +118,21 @@ pub async fn run(
         r = &mut node => Err(RunError::Node(match r { Ok(Ok(())) => "exited".into(), Ok(Err(e)) => e.to_string(), Err(e) => e.to_string() })),
     };
     let _ = stop_tx.send(true);
-    for api in apis {
-        match api.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(RunError::Api(e)),
-            Err(e) => return Err(RunError::Api(e.to_string())),
+    // Graceful shutdown waits for open connections to finish; a client that keeps its
+    // connection open (an idle HTTP/2 connection, a watch) must not hold the process forever.
+    let grace = clock_for_shutdown.sleep(SHUTDOWN_GRACE);
+    tokio::pin!(grace);
+    for mut api in apis {
+        tokio::select! {
+            r = &mut api => match r {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(RunError::Api(e)),
+                Err(e) => return Err(RunError::Api(e.to_string())),
+            },
+            _ = &mut grace => {
+                tracing::info!("closing client connections still open after the grace period");
+                api.abort();
+            }
         }
     }
     if result.is_ok() && !node.is_finished() {
@@ -133,6 +144,9 @@ pub async fn run(
     }
     result
 }
+
+/// How long shutdown waits for open client connections before closing them.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Resolves on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {

@@ -27,9 +27,23 @@ impl Maintenance for MaintenanceService {
 
     async fn alarm(
         &self,
-        _request: Request<crate::proto::etcdserverpb::AlarmRequest>,
+        request: Request<crate::proto::etcdserverpb::AlarmRequest>,
     ) -> Result<Response<crate::proto::etcdserverpb::AlarmResponse>, Status> {
-        Err(Status::unimplemented("alarm is not implemented yet"))
+        use crate::proto::etcdserverpb::alarm_request::AlarmAction;
+        // cairn raises no alarms yet (no space quota alarm, no corruption alarm), so the list is
+        // always empty. Like etcd, the answer carries no header.
+        let req = request.into_inner();
+        match AlarmAction::try_from(req.action) {
+            Ok(AlarmAction::Get) | Ok(AlarmAction::Deactivate) => {
+                Ok(Response::new(crate::proto::etcdserverpb::AlarmResponse {
+                    header: None,
+                    alarms: Vec::new(),
+                }))
+            }
+            _ => Err(Status::unimplemented(
+                "raising alarms by request is not supported",
+            )),
+        }
     }
 
     async fn defragment(
