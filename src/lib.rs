@@ -18,6 +18,7 @@ pub mod api;
 pub mod config;
 pub mod ctl;
 pub mod io;
+pub mod lease;
 pub mod mvcc;
 pub mod peer;
 pub mod proto;

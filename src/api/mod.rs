@@ -10,13 +10,15 @@ mod cluster;
 #[cfg(not(madsim))]
 mod http;
 mod kv;
+mod lease;
 mod maintenance;
 
 use std::future::Future;
 use std::net::SocketAddr;
 
 use crate::proto::etcdserverpb::{
-    cluster_server::ClusterServer, kv_server::KvServer, maintenance_server::MaintenanceServer,
+    cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
+    maintenance_server::MaintenanceServer,
 };
 use crate::server::Server;
 
@@ -37,13 +39,16 @@ pub async fn serve(
         .max_decoding_message_size(recv_max);
     let cluster = ClusterServer::new(cluster::ClusterService::new(server.clone()))
         .max_decoding_message_size(recv_max);
+    let lease = LeaseServer::new(lease::LeaseService::new(server.clone()))
+        .max_decoding_message_size(recv_max);
     #[cfg(not(madsim))]
     {
         // One port for gRPC and plain HTTP (/health, /metrics, /version), as etcd serves them:
         // tonic's routes become an axum router that also answers the HTTP paths.
         let routes = tonic::service::Routes::new(kv)
             .add_service(maintenance)
-            .add_service(cluster);
+            .add_service(cluster)
+            .add_service(lease);
         let router = http::routes(server.clone(), routes.into_axum_router());
         use axum::serve::ListenerExt as _;
         // Small request/response pairs must not wait on Nagle's algorithm and delayed ACKs.
@@ -64,6 +69,7 @@ pub async fn serve(
             .add_service(kv)
             .add_service(maintenance)
             .add_service(cluster)
+            .add_service(lease)
             .serve_with_shutdown(addr, shutdown)
             .await
             .map_err(|e| ApiError::Serve(std::io::Error::other(e.to_string())))

@@ -578,6 +578,18 @@ impl Store {
     }
 
     /// The named blob last written with [`WriteTxn::meta_put`].
+    /// Every named blob whose name starts with `prefix`, in name order.
+    pub fn meta_with_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, MvccError> {
+        let txn = self.env.read_txn()?;
+        let full = blob_key(prefix);
+        let mut out = Vec::new();
+        for item in self.meta.prefix_iter(&txn, &full)? {
+            let (name, value) = item?;
+            out.push((name[META_BLOB_PREFIX.len()..].to_string(), value.to_vec()));
+        }
+        Ok(out)
+    }
+
     pub fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>, MvccError> {
         let txn = self.env.read_txn()?;
         Ok(self.meta.get(&txn, &blob_key(name))?.map(<[u8]>::to_vec))
@@ -952,6 +964,12 @@ impl WriteTxn<'_> {
     /// Stores a named blob (e.g. lease or auth state) atomically with this txn.
     pub fn meta_put(&mut self, name: &str, value: &[u8]) -> Result<(), MvccError> {
         self.store.meta.put(&mut self.txn, &blob_key(name), value)?;
+        Ok(())
+    }
+
+    /// Removes a named blob, committed with this txn.
+    pub fn meta_delete(&mut self, name: &str) -> Result<(), MvccError> {
+        self.store.meta.delete(&mut self.txn, &blob_key(name))?;
         Ok(())
     }
 

@@ -14,6 +14,7 @@ use protobuf::Message as _;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::io::{Clock, Rng, Transport};
+use crate::lease::Lessor;
 use crate::mvcc::Store;
 use crate::proto::cairnpb;
 use crate::proto::mvccpb::Event;
@@ -106,6 +107,7 @@ pub struct NodeParts {
     pub metrics: Arc<Metrics>,
     /// The applied member list (from the backend).
     pub members: Vec<Member>,
+    pub lessor: Arc<Lessor>,
     /// Index of the last log compaction point (0 when the log was never compacted).
     pub snapshot_index: u64,
 }
@@ -139,6 +141,7 @@ pub struct Node {
     events: tokio::sync::broadcast::Sender<Arc<Vec<Event>>>,
     metrics: Arc<Metrics>,
     members: Vec<Member>,
+    lessor: Arc<Lessor>,
     last_leader: u64,
     waiters: HashMap<u64, oneshot::Sender<ProposalResult>>,
     parked: VecDeque<Parked>,
@@ -167,6 +170,7 @@ impl Node {
             events: parts.events,
             metrics: parts.metrics,
             members: parts.members,
+            lessor: parts.lessor,
             last_leader: 0,
             waiters: HashMap::new(),
             parked: VecDeque::new(),
@@ -575,8 +579,16 @@ impl Node {
             Some(cairnpb::request::Op::MemberAttributes(a)) => {
                 Ok((self.apply_attributes(index, a)?, Vec::new()))
             }
-            _ => apply::apply(&self.store, index, &request, &|_lease| false),
+            Some(cairnpb::request::Op::LeaseGrant(g)) => self.apply_lease_grant(index, g),
+            Some(cairnpb::request::Op::LeaseRevoke(r)) => self.apply_lease_revoke(index, r.id),
+            _ => {
+                let lessor = self.lessor.clone();
+                apply::apply(&self.store, index, &request, &move |id| lessor.exists(id))
+            }
         };
+        if let Ok((_, events)) = &result {
+            self.lessor.on_events(events);
+        }
         let term = self.raw.raft.term;
         let reply = match result {
             Ok((response, events)) => {
@@ -635,6 +647,67 @@ impl Node {
             .collect();
         self.transport.set_peers(&peers);
         Ok(())
+    }
+
+    fn apply_lease_grant(
+        &mut self,
+        index: u64,
+        g: &crate::proto::etcdserverpb::LeaseGrantRequest,
+    ) -> Result<(ApplyResponse, Vec<Event>), RequestError> {
+        let mut w = self.store.write(index)?;
+        match self
+            .lessor
+            .apply_grant(&mut w, g.id, g.ttl, self.clock.now())
+        {
+            Ok(ttl) => {
+                w.end()?;
+                let header = Some(crate::proto::etcdserverpb::ResponseHeader {
+                    revision: self.store.current_revision(),
+                    ..Default::default()
+                });
+                let resp = crate::proto::etcdserverpb::LeaseGrantResponse {
+                    header,
+                    id: g.id,
+                    ttl,
+                    error: String::new(),
+                };
+                Ok((ApplyResponse::LeaseGrant(resp), Vec::new()))
+            }
+            Err(e) => {
+                // A refused grant still counts as applied.
+                w.end()?;
+                Err(e)
+            }
+        }
+    }
+
+    fn apply_lease_revoke(
+        &mut self,
+        index: u64,
+        id: i64,
+    ) -> Result<(ApplyResponse, Vec<Event>), RequestError> {
+        let mut w = self.store.write(index)?;
+        match self.lessor.apply_revoke(&mut w, id) {
+            Ok(()) => {
+                let events = w.end()?;
+                let header = Some(crate::proto::etcdserverpb::ResponseHeader {
+                    revision: self.store.current_revision(),
+                    ..Default::default()
+                });
+                Ok((
+                    ApplyResponse::LeaseRevoke(crate::proto::etcdserverpb::LeaseRevokeResponse {
+                        header,
+                    }),
+                    events,
+                ))
+            }
+            Err(e) if e.is_deterministic() => {
+                drop(w);
+                self.store.set_consistent_index(index)?;
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// A member's announced name and client URLs (etcd's publish).

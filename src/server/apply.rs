@@ -67,6 +67,10 @@ pub enum ApplyResponse {
     Compaction(CompactionResponse),
     /// A member's attributes were recorded (applied by the node, see `server::membership`).
     Attributes,
+    /// Answer to a lease grant (applied by the node with the lessor).
+    LeaseGrant(crate::proto::etcdserverpb::LeaseGrantResponse),
+    /// Answer to a lease revoke.
+    LeaseRevoke(crate::proto::etcdserverpb::LeaseRevokeResponse),
 }
 
 /// Applies the committed KV request `req` of raft entry `raft_index` to `store`: puts,

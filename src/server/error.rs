@@ -61,6 +61,15 @@ pub enum RequestError {
     /// The member is shutting down.
     #[error("etcdserver: server stopped")]
     Stopped,
+    /// A grant named a lease id that is taken.
+    #[error("etcdserver: lease already exists")]
+    LeaseExists,
+    /// A grant asked for more than etcd's largest TTL.
+    #[error("etcdserver: too large lease TTL")]
+    LeaseTtlTooLarge,
+    /// Only the leader can do this (renew a lease).
+    #[error("etcdserver: not leader")]
+    NotLeader,
     /// A bounded queue (proposals in flight, read batches) is full.
     #[error("etcdserver: too many requests")]
     TooManyRequests,
@@ -95,6 +104,9 @@ impl RequestError {
             | RequestError::RequestTooLarge => Code::InvalidArgument,
             RequestError::Compacted | RequestError::FutureRev => Code::OutOfRange,
             RequestError::LeaseNotFound => Code::NotFound,
+            RequestError::LeaseExists => Code::FailedPrecondition,
+            RequestError::LeaseTtlTooLarge => Code::OutOfRange,
+            RequestError::NotLeader => Code::Unavailable,
             RequestError::NoSpace | RequestError::TooManyRequests => Code::ResourceExhausted,
             RequestError::NoLeader
             | RequestError::LeaderChanged
@@ -119,6 +131,8 @@ impl RequestError {
             | RequestError::Compacted
             | RequestError::FutureRev
             | RequestError::LeaseNotFound
+            | RequestError::LeaseExists
+            | RequestError::LeaseTtlTooLarge
             | RequestError::RequestTooLarge
             | RequestError::AlreadyApplied { .. } => true,
             // A full LMDB map depends on this node's map size and file, not on the log.
@@ -128,6 +142,7 @@ impl RequestError {
             | RequestError::Timeout
             | RequestError::Stopped
             | RequestError::TooManyRequests
+            | RequestError::NotLeader
             | RequestError::Internal(_) => false,
         }
     }

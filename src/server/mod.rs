@@ -32,12 +32,15 @@ use prost::Message as _;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::io::{Clock, Disk, Rng, Transport};
+use crate::lease::Lessor;
 use crate::mvcc::Store;
 use crate::proto::cairnpb;
 use crate::proto::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
-    PutResponse, RangeRequest, RangeResponse, ResponseHeader, StatusResponse, TxnRequest,
-    TxnResponse,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
+    LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveResponse, LeaseLeasesResponse,
+    LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus, LeaseTimeToLiveRequest,
+    LeaseTimeToLiveResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader,
+    StatusResponse, TxnRequest, TxnResponse,
 };
 use crate::proto::mvccpb::Event;
 use crate::raft::{self as node, Command, Node, NodeConfig, NodeParts, NodeStatus};
@@ -54,6 +57,8 @@ pub const NODE_COMMANDS_MAX: usize = 8192;
 pub const INBOUND_MESSAGES_MAX: usize = 8192;
 /// Events of applied revisions buffered for slow watchers before they must resynchronise.
 pub const EVENT_BUFFER_MAX: usize = 1024;
+/// How often the leader looks for expired leases.
+pub const LEASE_TICK: Duration = Duration::from_millis(500);
 /// Pause between two attempts to publish this member's attributes.
 pub const PUBLISH_RETRY: Duration = Duration::from_millis(500);
 /// Extra bytes gRPC accepts beyond --max-request-bytes, so that an oversized request reaches the
@@ -90,6 +95,12 @@ impl ServerConfig {
     /// 5 s plus two election timeouts, so a request survives one election.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(5) + 2 * self.election_timeout
+    }
+
+    /// etcd's shortest lease TTL: 1.5 election timeouts, rounded up to whole seconds.
+    pub fn min_lease_ttl_seconds(&self) -> i64 {
+        let ms = (3 * self.election_ticks() as u128 / 2) * self.heartbeat_interval.as_millis();
+        ms.div_ceil(1000) as i64
     }
 
     fn election_ticks(&self) -> usize {
@@ -132,6 +143,8 @@ struct Inner {
     events: broadcast::Sender<Arc<Vec<Event>>>,
     next_request_id: AtomicU64,
     metrics: Arc<metrics::Metrics>,
+    lessor: Arc<Lessor>,
+    clock: Arc<dyn Clock>,
 }
 
 /// A running member, shared by the API services. Cloning is cheap.
@@ -221,8 +234,13 @@ impl Server {
         });
         let (events_tx, _) = broadcast::channel(EVENT_BUFFER_MAX);
         let metrics = Arc::new(metrics::Metrics::default());
+        let lessor = Arc::new(
+            Lessor::recover(&store, cfg.min_lease_ttl_seconds())
+                .map_err(|e| StartError::Backend(e.to_string()))?,
+        );
         let publish_clock = io.clock.clone();
         let publish_stop = shutdown.clone();
+        let expire_stop = shutdown.clone();
         let first_request_id = initial_request_id(cfg.member_id, io.clock.as_ref());
         let node = Node::new(NodeParts {
             config: node_cfg,
@@ -238,6 +256,7 @@ impl Server {
             events: events_tx.clone(),
             metrics: metrics.clone(),
             members: membership::load(&store).map_err(|e| StartError::Backend(e.to_string()))?,
+            lessor: lessor.clone(),
             snapshot_index,
         });
         let span = tracing::info_span!("node", member = %format!("{:x}", cfg.member_id));
@@ -250,10 +269,14 @@ impl Server {
             events: events_tx,
             next_request_id: AtomicU64::new(first_request_id),
             metrics,
+            lessor,
+            clock: publish_clock.clone(),
         };
         let server = Server {
             inner: Arc::new(inner),
         };
+        let expirer = server.clone();
+        tokio::spawn(async move { expirer.run_lease_expiry(expire_stop).await });
         let publisher = server.clone();
         tokio::spawn(async move {
             publisher
@@ -400,6 +423,133 @@ impl Server {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err("timed out waiting for a linearizable read".into()),
+        }
+    }
+
+    /// Grants a lease through raft; an id of 0 asks the server to choose one.
+    #[tracing::instrument(skip_all, level = "debug")]
+    pub async fn lease_grant(
+        &self,
+        mut req: LeaseGrantRequest,
+    ) -> Result<LeaseGrantResponse, RequestError> {
+        if self.inner.lessor.len() >= crate::lease::LEASES_MAX {
+            return Err(RequestError::TooManyRequests);
+        }
+        while req.id <= 0 {
+            req.id = (self.inner.next_request_id.fetch_add(1, Ordering::Relaxed)
+                & (i64::MAX as u64)) as i64;
+        }
+        match self.propose(cairnpb::request::Op::LeaseGrant(req)).await? {
+            (ApplyResponse::LeaseGrant(mut r), term) => {
+                self.fill_header(&mut r.header, Some(term));
+                Ok(r)
+            }
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    /// Revokes a lease through raft, deleting its keys.
+    #[tracing::instrument(skip_all, level = "debug")]
+    pub async fn lease_revoke(
+        &self,
+        req: LeaseRevokeRequest,
+    ) -> Result<LeaseRevokeResponse, RequestError> {
+        match self.propose(cairnpb::request::Op::LeaseRevoke(req)).await? {
+            (ApplyResponse::LeaseRevoke(mut r), term) => {
+                self.fill_header(&mut r.header, Some(term));
+                Ok(r)
+            }
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    /// One keep-alive: renews the lease on the leader and answers its TTL (0 for an unknown lease,
+    /// as etcd does). Keep-alives are not replicated; only the leader tracks deadlines.
+    pub fn lease_keep_alive(&self, id: i64) -> Result<LeaseKeepAliveResponse, RequestError> {
+        let st = self.node_status();
+        if !st.is_leader {
+            return Err(if st.leader == 0 {
+                RequestError::NoLeader
+            } else {
+                RequestError::NotLeader
+            });
+        }
+        let ttl = self
+            .inner
+            .lessor
+            .renew(id, self.inner.clock.now())
+            .unwrap_or(0);
+        Ok(LeaseKeepAliveResponse {
+            header: Some(self.header(self.inner.store.current_revision())),
+            id,
+            ttl,
+        })
+    }
+
+    /// Remaining and granted TTL of a lease; TTL -1 for an unknown lease, as etcd answers.
+    pub fn lease_time_to_live(&self, req: &LeaseTimeToLiveRequest) -> LeaseTimeToLiveResponse {
+        let header = Some(self.header(self.inner.store.current_revision()));
+        match self
+            .inner
+            .lessor
+            .time_to_live(req.id, self.inner.clock.now(), req.keys)
+        {
+            Some(info) => LeaseTimeToLiveResponse {
+                header,
+                id: req.id,
+                ttl: info.remaining,
+                granted_ttl: info.granted_ttl,
+                keys: info.keys,
+            },
+            None => LeaseTimeToLiveResponse {
+                header,
+                id: req.id,
+                ttl: -1,
+                granted_ttl: 0,
+                keys: Vec::new(),
+            },
+        }
+    }
+
+    /// Every lease, by id.
+    pub fn lease_leases(&self) -> LeaseLeasesResponse {
+        LeaseLeasesResponse {
+            header: Some(self.header(self.inner.store.current_revision())),
+            leases: self
+                .inner
+                .lessor
+                .leases()
+                .into_iter()
+                .map(|id| LeaseStatus { id })
+                .collect(),
+        }
+    }
+
+    /// The leader's lease clock: takes over deadlines when this member becomes leader, drops them
+    /// when it stops being leader, and proposes a revoke for every lease that expired.
+    async fn run_lease_expiry(&self, mut stop: watch::Receiver<bool>) {
+        let lessor = &self.inner.lessor;
+        loop {
+            tokio::select! {
+                _ = self.inner.clock.sleep(LEASE_TICK) => {}
+                _ = stop.changed() => return,
+            }
+            let st = self.node_status();
+            let now = self.inner.clock.now();
+            if st.is_leader && !lessor.is_primary() {
+                lessor.promote(now, self.inner.cfg.election_timeout);
+            } else if !st.is_leader && lessor.is_primary() {
+                lessor.demote();
+            }
+            if !lessor.is_primary() {
+                continue;
+            }
+            for id in lessor.expired(now) {
+                tracing::debug!(lease = %format!("{id:x}"), "lease expired; revoking");
+                if let Err(e) = self.lease_revoke(LeaseRevokeRequest { id }).await {
+                    tracing::debug!(lease = %format!("{id:x}"), error = %e, "revoking an expired lease failed; will retry");
+                }
+            }
         }
     }
 
