@@ -246,6 +246,7 @@ impl Flags {
                 max_request_bytes: self.max_request_bytes,
                 max_txn_ops: self.max_txn_ops,
                 quota_backend_bytes: quota,
+                join_existing: self.initial_cluster_state == "existing",
             },
             listen_client,
             listen_peer,
@@ -464,7 +465,12 @@ mod tests {
             vec!["--initial-cluster-state", "maybe"],
             vec!["--no-such-flag"],
             vec!["--election-timeout", "100"],
-            vec!["--name", "x", "--initial-cluster", "y=http://localhost:2380"],
+            vec![
+                "--name",
+                "x",
+                "--initial-cluster",
+                "y=http://localhost:2380",
+            ],
         ] {
             match Config::from_args(&args(&bad)) {
                 Err(ConfigError::Invalid(m)) => assert!(!m.contains('\n'), "{bad:?}: {m}"),

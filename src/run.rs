@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::io::{Clock, FsDisk, LocalTransport, RuntimeClock, SplitMix64, Transport};
+use crate::io::{Clock, FsDisk, RuntimeClock, SplitMix64, Transport};
 use crate::peer::{GrpcTransport, PeerService};
 use crate::server::{Server, ServerIo};
 
@@ -21,6 +21,8 @@ pub enum RunError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot join the cluster: {0}")]
+    Join(String),
     #[error("client API stopped: {0}")]
     Api(String),
     #[error("raft node stopped: {0}")]
@@ -29,15 +31,17 @@ pub enum RunError {
 
 /// Starts the member described by `cfg` and serves until `shutdown` resolves or the node fails.
 pub async fn run(
-    cfg: Config,
+    mut cfg: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
-    let clustered = cfg.server.initial_cluster.len() > 1;
-    // Fail with one clear line when a port is taken, before touching the data dir.
-    let mut listen = cfg.listen_client.clone();
-    if clustered {
-        listen.extend(cfg.listen_peer.iter().copied());
+    let wal_dir = cfg.server.data_dir.join("member").join("wal");
+    if cfg.server.join_existing && !crate::wal::Wal::exists(&FsDisk, &wal_dir) {
+        discover(&mut cfg.server).await?;
     }
+    // Fail with one clear line when a port is taken, before touching the data dir. Like etcd,
+    // even a one-member cluster listens for peers: members can be added to it at runtime.
+    let mut listen = cfg.listen_client.clone();
+    listen.extend(cfg.listen_peer.iter().copied());
     for addr in &listen {
         std::net::TcpListener::bind(addr).map_err(|source| RunError::Listen {
             addr: *addr,
@@ -46,19 +50,8 @@ pub async fn run(
     }
     let clock: Arc<dyn Clock> = Arc::new(RuntimeClock::new());
     let seed = (clock.wall_unix_nanos() as u64) ^ (u64::from(std::process::id()) << 32);
-    let peers = if clustered {
-        Some(GrpcTransport::new(
-            cfg.server.cluster_id,
-            cfg.server.member_id,
-            clock.clone(),
-        ))
-    } else {
-        None
-    };
-    let transport: Arc<dyn Transport> = match &peers {
-        Some(p) => p.clone(),
-        None => Arc::new(LocalTransport),
-    };
+    let peers = GrpcTransport::new(cfg.server.cluster_id, cfg.server.member_id, clock.clone());
+    let transport: Arc<dyn Transport> = peers.clone();
     let clock_for_shutdown = clock.clone();
     let io = ServerIo {
         disk: Arc::new(FsDisk),
@@ -70,12 +63,27 @@ pub async fn run(
     let (server, inbound, mut node) = Server::start(cfg.server.clone(), io, stop_rx.clone())?;
     // The data dir may carry another identity than the flags (a restarted member keeps its own).
     let (cluster_id, member_id) = (server.config().cluster_id, server.config().member_id);
+    peers.set_identity(cluster_id, member_id);
     let mut apis = Vec::new();
-    if let Some(peers) = &peers {
-        for m in &server.config().initial_cluster {
-            if let Some(url) = m.peer_urls.first() {
-                peers.add_peer(m.id, url.clone());
-            }
+    {
+        // Whom to talk to: the applied membership, or before anything was applied (a new
+        // cluster, a joining member) the initial one.
+        let applied: Vec<(u64, Vec<String>)> = server
+            .members()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| (m.id, m.peer_urls))
+            .collect();
+        if applied.is_empty() {
+            let initial: Vec<(u64, Vec<String>)> = server
+                .config()
+                .initial_cluster
+                .iter()
+                .map(|m| (m.id, m.peer_urls.clone()))
+                .collect();
+            peers.set_peers(&initial);
+        } else {
+            peers.set_peers(&applied);
         }
         for addr in cfg.listen_peer.clone() {
             let mut rx = stop_rx.clone();
@@ -83,10 +91,12 @@ pub async fn run(
                 let _ = rx.wait_for(|s| *s).await;
             };
             let svc = PeerService::new(cluster_id, member_id, inbound.clone());
+            let members = crate::api::peer_cluster_service(server.clone());
             tracing::info!(%addr, "serving peer traffic");
             apis.push(tokio::spawn(async move {
                 tonic::transport::Server::builder()
                     .add_service(svc)
+                    .add_service(members)
                     .serve_with_shutdown(addr, stop)
                     .await
                     .map_err(|e| e.to_string())
@@ -143,6 +153,85 @@ pub async fn run(
         }
     }
     result
+}
+
+/// How long a joining member keeps asking the running members who it is.
+pub const DISCOVERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A member started with `--initial-cluster-state existing` and no data learns its id, the
+/// cluster id and the current membership from a running member's peer port; it must have been
+/// added with `member add` first.
+async fn discover(cfg: &mut crate::server::ServerConfig) -> Result<(), RunError> {
+    use crate::proto::etcdserverpb::{cluster_client::ClusterClient, MemberListRequest};
+    let mine: Vec<String> = cfg
+        .initial_cluster
+        .iter()
+        .find(|m| m.name == cfg.name)
+        .map(|m| m.peer_urls.clone())
+        .unwrap_or_default();
+    let mut last_error = String::from("no other member listed in --initial-cluster");
+    for m in cfg.initial_cluster.clone() {
+        if m.peer_urls == mine {
+            continue;
+        }
+        for url in &m.peer_urls {
+            let call = async {
+                let mut client = ClusterClient::connect(url.clone())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                client
+                    .member_list(MemberListRequest {
+                        linearizable: false,
+                    })
+                    .await
+                    .map_err(|e| e.message().to_string())
+            };
+            let resp = match tokio::time::timeout(DISCOVERY_TIMEOUT, call).await {
+                Ok(Ok(r)) => r.into_inner(),
+                Ok(Err(e)) => {
+                    last_error = format!("{url}: {e}");
+                    continue;
+                }
+                Err(_) => {
+                    last_error = format!("{url}: timed out");
+                    continue;
+                }
+            };
+            let header = resp.header.unwrap_or_default();
+            let Some(me) = resp.members.iter().find(|x| {
+                let mut a = x.peer_ur_ls.clone();
+                a.sort();
+                let mut b = mine.clone();
+                b.sort();
+                a == b
+            }) else {
+                return Err(RunError::Join(format!(
+                    "no member with peer URLs {} in the running cluster: add it with `member add` first",
+                    mine.join(",")
+                )));
+            };
+            cfg.member_id = me.id;
+            cfg.cluster_id = header.cluster_id;
+            cfg.initial_cluster = resp
+                .members
+                .iter()
+                .map(|x| crate::server::InitialMember {
+                    name: if x.id == me.id {
+                        cfg.name.clone()
+                    } else {
+                        x.name.clone()
+                    },
+                    id: x.id,
+                    peer_urls: x.peer_ur_ls.clone(),
+                })
+                .collect();
+            tracing::info!(member_id = %format!("{:x}", me.id), cluster_id = %format!("{:x}", header.cluster_id), "joining a running cluster");
+            return Ok(());
+        }
+    }
+    Err(RunError::Join(format!(
+        "cannot reach a running member: {last_error}"
+    )))
 }
 
 /// How long shutdown waits for open client connections before closing them.

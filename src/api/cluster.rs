@@ -1,9 +1,15 @@
-//! The Cluster service: membership as clients see it.
+//! The Cluster service: membership as clients see it and change it. Every change is a raft conf
+//! change (see [`crate::server::membership`]); answers carry the member list after the change.
 
 use tonic::{Request, Response, Status};
 
 use crate::proto::etcdserverpb::cluster_server::Cluster;
-use crate::proto::etcdserverpb::{Member, MemberListRequest, MemberListResponse};
+use crate::proto::etcdserverpb::{
+    Member, MemberAddRequest, MemberAddResponse, MemberListRequest, MemberListResponse,
+    MemberPromoteRequest, MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse,
+    MemberUpdateRequest, MemberUpdateResponse, ResponseHeader,
+};
+use crate::server::membership;
 use crate::server::Server;
 
 pub struct ClusterService {
@@ -14,65 +20,87 @@ impl ClusterService {
     pub fn new(server: Server) -> Self {
         ClusterService { server }
     }
+
+    /// etcd's Cluster responses carry no revision in their header.
+    fn header(&self) -> Option<ResponseHeader> {
+        Some(self.server.header(0))
+    }
+}
+
+fn to_wire(m: membership::Member) -> Member {
+    Member {
+        id: m.id,
+        name: m.name,
+        peer_ur_ls: m.peer_urls,
+        client_ur_ls: m.client_urls,
+        is_learner: m.is_learner,
+    }
+}
+
+fn all_to_wire(members: Vec<membership::Member>) -> Vec<Member> {
+    members.into_iter().map(to_wire).collect()
 }
 
 #[tonic::async_trait]
 impl Cluster for ClusterService {
-    async fn member_list(
-        &self,
-        _request: Request<MemberListRequest>,
-    ) -> Result<Response<MemberListResponse>, Status> {
-        let members = self
-            .server
-            .members()?
-            .into_iter()
-            .map(|m| Member {
-                id: m.id,
-                name: m.name,
-                peer_ur_ls: m.peer_urls,
-                client_ur_ls: m.client_urls,
-                is_learner: m.is_learner,
-            })
-            .collect();
-        // etcd's Cluster responses carry no revision in their header.
-        let header = self.server.header(0);
-        Ok(Response::new(MemberListResponse {
-            header: Some(header),
-            members,
-        }))
-    }
-
     async fn member_add(
         &self,
-        _request: Request<crate::proto::etcdserverpb::MemberAddRequest>,
-    ) -> Result<Response<crate::proto::etcdserverpb::MemberAddResponse>, Status> {
-        Err(Status::unimplemented("member_add is not implemented yet"))
+        request: Request<MemberAddRequest>,
+    ) -> Result<Response<MemberAddResponse>, Status> {
+        let req = request.into_inner();
+        let (member, members) = self
+            .server
+            .member_add(req.peer_ur_ls, req.is_learner)
+            .await?;
+        Ok(Response::new(MemberAddResponse {
+            header: self.header(),
+            member: Some(to_wire(member)),
+            members: all_to_wire(members),
+        }))
     }
 
     async fn member_remove(
         &self,
-        _request: Request<crate::proto::etcdserverpb::MemberRemoveRequest>,
-    ) -> Result<Response<crate::proto::etcdserverpb::MemberRemoveResponse>, Status> {
-        Err(Status::unimplemented(
-            "member_remove is not implemented yet",
-        ))
+        request: Request<MemberRemoveRequest>,
+    ) -> Result<Response<MemberRemoveResponse>, Status> {
+        let members = self.server.member_remove(request.into_inner().id).await?;
+        Ok(Response::new(MemberRemoveResponse {
+            header: self.header(),
+            members: all_to_wire(members),
+        }))
     }
 
     async fn member_update(
         &self,
-        _request: Request<crate::proto::etcdserverpb::MemberUpdateRequest>,
-    ) -> Result<Response<crate::proto::etcdserverpb::MemberUpdateResponse>, Status> {
-        Err(Status::unimplemented(
-            "member_update is not implemented yet",
-        ))
+        request: Request<MemberUpdateRequest>,
+    ) -> Result<Response<MemberUpdateResponse>, Status> {
+        let req = request.into_inner();
+        let members = self.server.member_update(req.id, req.peer_ur_ls).await?;
+        Ok(Response::new(MemberUpdateResponse {
+            header: self.header(),
+            members: all_to_wire(members),
+        }))
+    }
+
+    async fn member_list(
+        &self,
+        _request: Request<MemberListRequest>,
+    ) -> Result<Response<MemberListResponse>, Status> {
+        let members = self.server.members()?;
+        Ok(Response::new(MemberListResponse {
+            header: self.header(),
+            members: all_to_wire(members),
+        }))
     }
 
     async fn member_promote(
         &self,
-        _request: Request<crate::proto::etcdserverpb::MemberPromoteRequest>,
-    ) -> Result<Response<crate::proto::etcdserverpb::MemberPromoteResponse>, Status> {
-        Err(Status::unimplemented(
-            "member_promote is not implemented yet",
-        ))
+        request: Request<MemberPromoteRequest>,
+    ) -> Result<Response<MemberPromoteResponse>, Status> {
+        let members = self.server.member_promote(request.into_inner().id).await?;
+        Ok(Response::new(MemberPromoteResponse {
+            header: self.header(),
+            members: all_to_wire(members),
+        }))
     }
 }

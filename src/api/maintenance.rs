@@ -62,16 +62,24 @@ impl Maintenance for MaintenanceService {
 
     async fn hash_kv(
         &self,
-        _request: Request<crate::proto::etcdserverpb::HashKvRequest>,
+        request: Request<crate::proto::etcdserverpb::HashKvRequest>,
     ) -> Result<Response<crate::proto::etcdserverpb::HashKvResponse>, Status> {
-        Err(Status::unimplemented("hash_kv is not implemented yet"))
+        Ok(Response::new(
+            self.server.hash_kv(request.into_inner().revision)?,
+        ))
     }
 
     async fn move_leader(
         &self,
-        _request: Request<crate::proto::etcdserverpb::MoveLeaderRequest>,
+        request: Request<crate::proto::etcdserverpb::MoveLeaderRequest>,
     ) -> Result<Response<crate::proto::etcdserverpb::MoveLeaderResponse>, Status> {
-        Err(Status::unimplemented("move_leader is not implemented yet"))
+        self.server
+            .move_leader(request.into_inner().target_id)
+            .await?;
+        let header = Some(self.server.header(self.server.store().current_revision()));
+        Ok(Response::new(
+            crate::proto::etcdserverpb::MoveLeaderResponse { header },
+        ))
     }
 
     async fn downgrade(

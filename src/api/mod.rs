@@ -12,15 +12,23 @@ mod http;
 mod kv;
 mod lease;
 mod maintenance;
+mod watch;
 
 use std::future::Future;
 use std::net::SocketAddr;
 
 use crate::proto::etcdserverpb::{
     cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
-    maintenance_server::MaintenanceServer,
+    maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
 use crate::server::Server;
+
+/// The Cluster service as served on the peer port, where a member started with
+/// `--initial-cluster-state existing` asks the running members who it is.
+#[cfg(not(madsim))]
+pub fn peer_cluster_service(server: Server) -> ClusterServer<cluster::ClusterService> {
+    ClusterServer::new(cluster::ClusterService::new(server))
+}
 
 /// Largest gRPC message the client API sends (etcd's default client-side receive limit).
 pub const GRPC_SEND_BYTES_MAX: usize = usize::MAX >> 1;
@@ -41,6 +49,9 @@ pub async fn serve(
         .max_decoding_message_size(recv_max);
     let lease = LeaseServer::new(lease::LeaseService::new(server.clone()))
         .max_decoding_message_size(recv_max);
+    let watch = WatchServer::new(watch::WatchService::new(server.clone()))
+        .max_decoding_message_size(recv_max)
+        .max_encoding_message_size(GRPC_SEND_BYTES_MAX);
     #[cfg(not(madsim))]
     {
         // One port for gRPC and plain HTTP (/health, /metrics, /version), as etcd serves them:
@@ -48,7 +59,8 @@ pub async fn serve(
         let routes = tonic::service::Routes::new(kv)
             .add_service(maintenance)
             .add_service(cluster)
-            .add_service(lease);
+            .add_service(lease)
+            .add_service(watch);
         let router = http::routes(server.clone(), routes.into_axum_router());
         use axum::serve::ListenerExt as _;
         // Small request/response pairs must not wait on Nagle's algorithm and delayed ACKs.
@@ -70,6 +82,7 @@ pub async fn serve(
             .add_service(maintenance)
             .add_service(cluster)
             .add_service(lease)
+            .add_service(watch)
             .serve_with_shutdown(addr, shutdown)
             .await
             .map_err(|e| ApiError::Serve(std::io::Error::other(e.to_string())))

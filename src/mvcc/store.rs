@@ -578,6 +578,31 @@ impl Store {
     }
 
     /// The named blob last written with [`WriteTxn::meta_put`].
+    /// A CRC-32 hash over every stored revision up to `rev` (0 = current) — keys and values as
+    /// LMDB holds them — for comparing members (`HashKV`). Members that applied the same log hold
+    /// the same revisions (compaction is applied at the same index everywhere), so equal hashes at
+    /// the same revision mean equal key spaces. Returns (hash, compact revision, revision hashed).
+    pub fn hash_kv(&self, rev: i64) -> Result<(u32, i64, i64), MvccError> {
+        let (current, compact) = {
+            let st = self.state_read();
+            (st.current_rev, st.compact_rev)
+        };
+        let rev = read_revision(rev, current, compact)?;
+        let txn = self.env.read_txn()?;
+        let upper = Revision::bound_key(rev + 1);
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(b"key");
+        for item in self.kv.iter(&txn)? {
+            let (k, v) = item?;
+            if k >= upper.as_slice() {
+                break;
+            }
+            hasher.update(k);
+            hasher.update(v);
+        }
+        Ok((hasher.finalize(), compact.max(0), rev))
+    }
+
     /// Every named blob whose name starts with `prefix`, in name order.
     pub fn meta_with_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, MvccError> {
         let txn = self.env.read_txn()?;

@@ -16,6 +16,7 @@
 //! with a clear log line, so two clusters started with different tokens never mix their logs.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,8 +42,8 @@ pub const PEER_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 /// Sends raft messages to peers over gRPC client streams.
 pub struct GrpcTransport {
-    cluster_id: u64,
-    member_id: u64,
+    cluster_id: AtomicU64,
+    member_id: AtomicU64,
     clock: Arc<dyn Clock>,
     peers: Mutex<BTreeMap<u64, PeerLink>>,
 }
@@ -56,22 +57,28 @@ struct PeerLink {
 impl GrpcTransport {
     pub fn new(cluster_id: u64, member_id: u64, clock: Arc<dyn Clock>) -> Arc<GrpcTransport> {
         Arc::new(GrpcTransport {
-            cluster_id,
-            member_id,
+            cluster_id: AtomicU64::new(cluster_id),
+            member_id: AtomicU64::new(member_id),
             clock,
             peers: Mutex::new(BTreeMap::new()),
         })
     }
 
+    /// Sets the identity recorded in the data dir, which wins over the flags' on a restart.
+    pub fn set_identity(&self, cluster_id: u64, member_id: u64) {
+        self.cluster_id.store(cluster_id, Ordering::Relaxed);
+        self.member_id.store(member_id, Ordering::Relaxed);
+    }
+
     /// Starts (or restarts) the link to peer `id` at `url` (an `http://host:port` peer URL).
     pub fn add_peer(&self, id: u64, url: String) {
-        if id == self.member_id {
+        if id == self.member_id.load(Ordering::Relaxed) {
             return;
         }
         let (tx, rx) = mpsc::channel(PEER_QUEUE_MAX);
         let task = tokio::spawn(run_link(
-            self.cluster_id,
-            self.member_id,
+            self.cluster_id.load(Ordering::Relaxed),
+            self.member_id.load(Ordering::Relaxed),
             id,
             url.clone(),
             rx,

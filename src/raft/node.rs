@@ -56,7 +56,24 @@ pub enum Command {
     ReadIndex {
         reply: oneshot::Sender<Result<(), RequestError>>,
     },
+    /// Propose a membership change; reply with the member list once it is applied locally. The
+    /// context's `request_id` field keys the waiter.
+    ConfChange {
+        change: ConfChange,
+        request_id: u64,
+        /// For a promotion: refuse unless the learner is caught up with the leader.
+        require_learner_in_sync: bool,
+        reply: oneshot::Sender<Result<(Vec<Member>, u64), RequestError>>,
+    },
+    /// Hand leadership to `transferee` (leader only); reply once it leads or the wait times out.
+    TransferLeader {
+        transferee: u64,
+        reply: oneshot::Sender<Result<(), RequestError>>,
+    },
 }
+
+/// A learner may be promoted once it has at least this share (in percent) of the leader's log.
+pub const LEARNER_READY_PERCENT: u64 = 90;
 
 /// A point-in-time view of the node, published after every loop turn for Status and metrics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -141,6 +158,8 @@ pub struct Node {
     events: tokio::sync::broadcast::Sender<Arc<Vec<Event>>>,
     metrics: Arc<Metrics>,
     members: Vec<Member>,
+    conf_waiters: HashMap<u64, oneshot::Sender<Result<(Vec<Member>, u64), RequestError>>>,
+    transfers: Vec<(u64, Duration, oneshot::Sender<Result<(), RequestError>>)>,
     lessor: Arc<Lessor>,
     last_leader: u64,
     waiters: HashMap<u64, oneshot::Sender<ProposalResult>>,
@@ -170,6 +189,8 @@ impl Node {
             events: parts.events,
             metrics: parts.metrics,
             members: parts.members,
+            conf_waiters: HashMap::new(),
+            transfers: Vec::new(),
             lessor: parts.lessor,
             last_leader: 0,
             waiters: HashMap::new(),
@@ -233,6 +254,7 @@ impl Node {
                 }
             }
             self.campaign_if_alone();
+            self.check_transfers();
             self.reseed_election_timeout(false);
             self.flush_reads();
             self.unpark();
@@ -273,6 +295,84 @@ impl Node {
         match cmd {
             Command::Propose { request, reply } => self.propose(request, reply),
             Command::ReadIndex { reply } => self.pending_reads.push(reply),
+            Command::ConfChange {
+                change,
+                request_id,
+                require_learner_in_sync,
+                reply,
+            } => self.propose_conf_change(change, request_id, require_learner_in_sync, reply),
+            Command::TransferLeader { transferee, reply } => {
+                if self.raw.raft.state != StateRole::Leader {
+                    let _ = reply.send(Err(RequestError::NotLeader));
+                    return;
+                }
+                if transferee == self.cfg.id {
+                    let _ = reply.send(Ok(()));
+                    return;
+                }
+                self.raw.transfer_leader(transferee);
+                let deadline = self.clock.now() + self.cfg.read_timeout;
+                self.transfers.push((transferee, deadline, reply));
+            }
+        }
+    }
+
+    fn propose_conf_change(
+        &mut self,
+        change: ConfChange,
+        request_id: u64,
+        require_learner_in_sync: bool,
+        reply: oneshot::Sender<Result<(Vec<Member>, u64), RequestError>>,
+    ) {
+        if self.raw.raft.leader_id == ::raft::INVALID_ID {
+            let _ = reply.send(Err(RequestError::NoLeader));
+            return;
+        }
+        if require_learner_in_sync && self.raw.raft.state == StateRole::Leader {
+            let last = self.raw.raft.raft_log.last_index();
+            let matched = self
+                .raw
+                .raft
+                .prs()
+                .get(change.node_id)
+                .map(|p| p.matched)
+                .unwrap_or(0);
+            if matched * 100 < last * LEARNER_READY_PERCENT {
+                let _ = reply.send(Err(RequestError::LearnerNotReady));
+                return;
+            }
+        }
+        if self.conf_waiters.len() >= WAITERS_MAX {
+            let _ = reply.send(Err(RequestError::TooManyRequests));
+            return;
+        }
+        match self.raw.propose_conf_change(Vec::new(), change) {
+            Ok(()) => {
+                self.conf_waiters.insert(request_id, reply);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "conf change dropped");
+                let _ = reply.send(Err(RequestError::NoLeader));
+            }
+        }
+    }
+
+    /// Answers leadership transfers that completed or timed out.
+    fn check_transfers(&mut self) {
+        if self.transfers.is_empty() {
+            return;
+        }
+        let now = self.clock.now();
+        let leader = self.raw.raft.leader_id;
+        let pending = std::mem::take(&mut self.transfers);
+        for (to, deadline, reply) in pending {
+            if leader == to {
+                let _ = reply.send(Ok(()));
+            } else if now >= deadline {
+                let _ = reply.send(Err(RequestError::LeaderTransferTimeout));
+            } else {
+                self.transfers.push((to, deadline, reply));
+            }
         }
     }
 
@@ -646,6 +746,18 @@ impl Node {
             .map(|m| (m.id, m.peer_urls.clone()))
             .collect();
         self.transport.set_peers(&peers);
+        let request_id = serde_json::from_slice::<serde_json::Value>(context)
+            .ok()
+            .and_then(|v| v["request_id"].as_u64());
+        if let Some(w) = request_id.and_then(|id| self.conf_waiters.remove(&id)) {
+            let _ = w.send(Ok((self.members.clone(), self.raw.raft.term)));
+        }
+        let removed_self = changes
+            .iter()
+            .any(|(k, id)| *k == ConfChangeType::RemoveNode && *id == self.cfg.id);
+        if removed_self {
+            return Err(NodeError::Removed);
+        }
         Ok(())
     }
 
@@ -808,4 +920,6 @@ pub enum NodeError {
     Corrupt(String),
     #[error("not supported yet: {0}")]
     Unsupported(String),
+    #[error("the member has been permanently removed from the cluster")]
+    Removed,
 }

@@ -70,6 +70,30 @@ pub enum RequestError {
     /// Only the leader can do this (renew a lease).
     #[error("etcdserver: not leader")]
     NotLeader,
+    /// A peer URL that is not `http(s)://host:port`.
+    #[error("etcdserver: invalid peer URL")]
+    InvalidPeerUrl,
+    /// MemberAdd with peer URLs another member uses.
+    #[error("etcdserver: Peer URLs already exists")]
+    PeerUrlExists,
+    /// MemberAdd of an id that is taken.
+    #[error("etcdserver: member ID already exist")]
+    MemberExists,
+    /// No member with that id.
+    #[error("etcdserver: member not found")]
+    MemberNotFound,
+    /// MemberPromote of a voter.
+    #[error("etcdserver: can only promote a learner member")]
+    MemberNotLearner,
+    /// MemberPromote of a learner that lags the leader.
+    #[error("etcdserver: can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
+    /// MoveLeader to a member that cannot lead.
+    #[error("etcdserver: bad leader transferee")]
+    BadLeaderTransferee,
+    /// MoveLeader did not complete in time.
+    #[error("etcdserver: request timed out, leader transfer took too long")]
+    LeaderTransferTimeout,
     /// A bounded queue (proposals in flight, read batches) is full.
     #[error("etcdserver: too many requests")]
     TooManyRequests,
@@ -107,6 +131,14 @@ impl RequestError {
             RequestError::LeaseExists => Code::FailedPrecondition,
             RequestError::LeaseTtlTooLarge => Code::OutOfRange,
             RequestError::NotLeader => Code::Unavailable,
+            RequestError::InvalidPeerUrl => Code::InvalidArgument,
+            RequestError::PeerUrlExists
+            | RequestError::MemberExists
+            | RequestError::MemberNotLearner
+            | RequestError::LearnerNotReady
+            | RequestError::BadLeaderTransferee => Code::FailedPrecondition,
+            RequestError::MemberNotFound => Code::NotFound,
+            RequestError::LeaderTransferTimeout => Code::Unavailable,
             RequestError::NoSpace | RequestError::TooManyRequests => Code::ResourceExhausted,
             RequestError::NoLeader
             | RequestError::LeaderChanged
@@ -143,6 +175,14 @@ impl RequestError {
             | RequestError::Stopped
             | RequestError::TooManyRequests
             | RequestError::NotLeader
+            | RequestError::InvalidPeerUrl
+            | RequestError::PeerUrlExists
+            | RequestError::MemberExists
+            | RequestError::MemberNotFound
+            | RequestError::MemberNotLearner
+            | RequestError::LearnerNotReady
+            | RequestError::BadLeaderTransferee
+            | RequestError::LeaderTransferTimeout
             | RequestError::Internal(_) => false,
         }
     }

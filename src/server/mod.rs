@@ -20,13 +20,16 @@ pub mod error;
 pub mod membership;
 pub mod metrics;
 pub mod validate;
+// The file is watch.rs; the module is `watches` because `watch` here is tokio's channel.
+#[path = "watch.rs"]
+pub mod watches;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ::raft::eraftpb::Message;
+use ::raft::eraftpb::{ConfChangeType, Message};
 use ::raft::RawNode;
 use prost::Message as _;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -36,7 +39,7 @@ use crate::lease::Lessor;
 use crate::mvcc::Store;
 use crate::proto::cairnpb;
 use crate::proto::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, HashKvResponse,
     LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveResponse, LeaseLeasesResponse,
     LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus, LeaseTimeToLiveRequest,
     LeaseTimeToLiveResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader,
@@ -88,6 +91,9 @@ pub struct ServerConfig {
     pub max_request_bytes: usize,
     pub max_txn_ops: usize,
     pub quota_backend_bytes: u64,
+    /// Joining a running cluster (`--initial-cluster-state existing`): start with an empty log
+    /// and learn everything, membership included, from the leader.
+    pub join_existing: bool,
 }
 
 impl ServerConfig {
@@ -194,7 +200,11 @@ impl Server {
                 WalOptions::default(),
             )
             .map_err(|e| StartError::Wal(e.to_string()))?;
-            let (entries, hard_state) = bootstrap_entries(&cfg.initial_cluster);
+            let (entries, hard_state) = if cfg.join_existing {
+                (Vec::new(), Default::default())
+            } else {
+                bootstrap_entries(&cfg.initial_cluster)
+            };
             wal.append(&entries, Some(&hard_state))
                 .map_err(|e| StartError::Wal(e.to_string()))?;
             wal.sync().map_err(|e| StartError::Wal(e.to_string()))?;
@@ -550,6 +560,169 @@ impl Server {
                     tracing::debug!(lease = %format!("{id:x}"), error = %e, "revoking an expired lease failed; will retry");
                 }
             }
+        }
+    }
+
+    /// Adds a member (a voter, or a learner that receives the log but does not vote) through a raft
+    /// conf change. Returns the new member and the member list after the change.
+    pub async fn member_add(
+        &self,
+        peer_urls: Vec<String>,
+        is_learner: bool,
+    ) -> Result<(membership::Member, Vec<membership::Member>), RequestError> {
+        for url in &peer_urls {
+            crate::config::split_url(url).map_err(|_| RequestError::InvalidPeerUrl)?;
+        }
+        if peer_urls.is_empty() {
+            return Err(RequestError::InvalidPeerUrl);
+        }
+        let members = self.members()?;
+        if members
+            .iter()
+            .any(|m| m.peer_urls.iter().any(|u| peer_urls.contains(u)))
+        {
+            return Err(RequestError::PeerUrlExists);
+        }
+        if members.len() >= membership::MEMBERS_MAX {
+            return Err(RequestError::TooManyRequests);
+        }
+        // Like etcd, a member added at runtime gets an id from its peer URLs, the cluster and the
+        // time, so re-adding the same URLs later yields a new id.
+        let salt = format!(
+            "{:x}{}",
+            self.inner.cfg.cluster_id,
+            self.inner.clock.wall_unix_nanos()
+        );
+        let id = crate::config::member_id(&peer_urls, &salt);
+        if members.iter().any(|m| m.id == id) {
+            return Err(RequestError::MemberExists);
+        }
+        let member = membership::Member {
+            id,
+            peer_urls,
+            is_learner,
+            ..Default::default()
+        };
+        let kind = if is_learner {
+            ConfChangeType::AddLearnerNode
+        } else {
+            ConfChangeType::AddNode
+        };
+        let (members, _) = self.conf_change(kind, &member, false).await?;
+        Ok((member, members))
+    }
+
+    /// Removes a member through a raft conf change.
+    pub async fn member_remove(&self, id: u64) -> Result<Vec<membership::Member>, RequestError> {
+        let member = self.member(id)?;
+        Ok(self
+            .conf_change(ConfChangeType::RemoveNode, &member, false)
+            .await?
+            .0)
+    }
+
+    /// Changes a member's peer URLs through a raft conf change that keeps its role.
+    pub async fn member_update(
+        &self,
+        id: u64,
+        peer_urls: Vec<String>,
+    ) -> Result<Vec<membership::Member>, RequestError> {
+        let mut member = self.member(id)?;
+        for url in &peer_urls {
+            crate::config::split_url(url).map_err(|_| RequestError::InvalidPeerUrl)?;
+        }
+        let others = self.members()?;
+        if others
+            .iter()
+            .any(|m| m.id != id && m.peer_urls.iter().any(|u| peer_urls.contains(u)))
+        {
+            return Err(RequestError::PeerUrlExists);
+        }
+        member.peer_urls = peer_urls;
+        let kind = if member.is_learner {
+            ConfChangeType::AddLearnerNode
+        } else {
+            ConfChangeType::AddNode
+        };
+        Ok(self.conf_change(kind, &member, false).await?.0)
+    }
+
+    /// Promotes a learner that has caught up with the leader to a voter.
+    pub async fn member_promote(&self, id: u64) -> Result<Vec<membership::Member>, RequestError> {
+        let member = self.member(id)?;
+        if !member.is_learner {
+            return Err(RequestError::MemberNotLearner);
+        }
+        Ok(self
+            .conf_change(ConfChangeType::AddNode, &member, true)
+            .await?
+            .0)
+    }
+
+    /// Asks the leader (this member) to hand leadership to `target`.
+    pub async fn move_leader(&self, target: u64) -> Result<(), RequestError> {
+        let st = self.node_status();
+        if !st.is_leader {
+            return Err(RequestError::NotLeader);
+        }
+        let member = self
+            .member(target)
+            .map_err(|_| RequestError::BadLeaderTransferee)?;
+        if member.is_learner {
+            return Err(RequestError::BadLeaderTransferee);
+        }
+        let (tx, rx) = oneshot::channel();
+        self.send_command(Command::TransferLeader {
+            transferee: target,
+            reply: tx,
+        })
+        .await?;
+        rx.await.map_err(|_| RequestError::Stopped)?
+    }
+
+    /// `HashKV`: a hash of the key space up to `rev` (0 = current) for comparing members.
+    pub fn hash_kv(&self, rev: i64) -> Result<HashKvResponse, RequestError> {
+        let (hash, compact_revision, hash_revision) = self.inner.store.hash_kv(rev)?;
+        Ok(HashKvResponse {
+            header: Some(self.header(self.inner.store.current_revision())),
+            hash,
+            compact_revision,
+            hash_revision,
+        })
+    }
+
+    fn member(&self, id: u64) -> Result<membership::Member, RequestError> {
+        self.members()?
+            .into_iter()
+            .find(|m| m.id == id)
+            .ok_or(RequestError::MemberNotFound)
+    }
+
+    async fn conf_change(
+        &self,
+        kind: ConfChangeType,
+        member: &membership::Member,
+        require_learner_in_sync: bool,
+    ) -> Result<(Vec<membership::Member>, u64), RequestError> {
+        let request_id = self.inner.next_request_id.fetch_add(1, Ordering::Relaxed);
+        let mut context = member.to_json();
+        context["request_id"] = serde_json::json!(request_id);
+        let mut change = ::raft::eraftpb::ConfChange::default();
+        change.set_change_type(kind);
+        change.node_id = member.id;
+        change.context = context.to_string().into_bytes().into();
+        let (tx, rx) = oneshot::channel();
+        self.send_command(Command::ConfChange {
+            change,
+            request_id,
+            require_learner_in_sync,
+            reply: tx,
+        })
+        .await?;
+        match tokio::time::timeout(self.inner.cfg.request_timeout(), rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(RequestError::Stopped),
+            Err(_) => Err(RequestError::Timeout),
         }
     }
 
