@@ -64,6 +64,7 @@ pub async fn run(
     // The data dir may carry another identity than the flags (a restarted member keeps its own).
     let (cluster_id, member_id) = (server.config().cluster_id, server.config().member_id);
     peers.set_identity(cluster_id, member_id);
+    peers.set_inbound(inbound.clone());
     let mut apis = Vec::new();
     {
         // Whom to talk to: the applied membership, or before anything was applied (a new
@@ -90,7 +91,8 @@ pub async fn run(
             let stop = async move {
                 let _ = rx.wait_for(|s| *s).await;
             };
-            let svc = PeerService::new(cluster_id, member_id, inbound.clone());
+            let snap_dir = cfg.server.data_dir.join("member").join("snap");
+            let svc = PeerService::new(cluster_id, member_id, inbound.clone(), snap_dir);
             let members = crate::api::peer_cluster_service(server.clone());
             tracing::info!(%addr, "serving peer traffic");
             apis.push(tokio::spawn(async move {

@@ -8,6 +8,14 @@ use raft::eraftpb::Message;
 pub trait Transport: Send + Sync + 'static {
     fn send(&self, msg: Message);
 
+    /// Sends a raft MsgSnapshot together with the snapshot file at `path`. When the transfer ends
+    /// the transport reports the outcome to the local node as a `MsgSnapStatus` message. A
+    /// transport without snapshot support reports failure at once (raft retries later).
+    fn send_snapshot(&self, msg: Message, path: std::path::PathBuf) {
+        let _ = path;
+        tracing::warn!(to = msg.to, "this transport cannot send snapshots: dropped");
+    }
+
     /// The applied membership changed: `peers` lists every member (id and peer URLs), this one
     /// included. A transport with links per peer opens and closes them to match.
     fn set_peers(&self, peers: &[(u64, Vec<String>)]) {

@@ -110,6 +110,17 @@ impl Lessor {
         })
     }
 
+    /// Replaces the table with the backend's after a snapshot was installed; deadlines are
+    /// dropped (this member is a follower then).
+    pub fn reload(&self, store: &Store) -> Result<(), MvccError> {
+        let fresh = Lessor::recover(store, self.min_ttl)?;
+        let leases = std::mem::take(&mut fresh.lock().leases);
+        let mut inner = self.lock();
+        inner.leases = leases;
+        inner.primary = false;
+        Ok(())
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().expect("lessor lock")
     }

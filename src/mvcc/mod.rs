@@ -67,7 +67,10 @@ mod tests;
 
 pub use index::KeySpan;
 pub use revision::Revision;
-pub use store::{ReadTxn, Store, WriteTxn, EVENTS_BETWEEN_MAX};
+pub use store::{
+    parse_snapshot, ReadTxn, Store, WriteTxn, EVENTS_BETWEEN_MAX, SNAPSHOT_MAGIC,
+    SNAPSHOT_RECORD_BYTES_MAX,
+};
 
 use crate::proto::mvccpb::KeyValue;
 

@@ -37,6 +37,54 @@ const META_FINISHED_COMPACT_REV: &str = "cairn/finished_compact_rev";
 /// Prefix of the named blobs of [`WriteTxn::meta_put`] / [`Store::meta_get`].
 const META_BLOB_PREFIX: &str = "blob/";
 
+/// First bytes of a snapshot file.
+pub const SNAPSHOT_MAGIC: &[u8] = b"CAIRNSNAP1";
+/// Largest key or value a snapshot record may carry (LMDB's own limits are far below).
+pub const SNAPSHOT_RECORD_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// Checks a snapshot file's framing and checksum and returns its records (tag, key, value).
+pub fn parse_snapshot(bytes: &[u8]) -> Result<Vec<(u8, &[u8], &[u8])>, MvccError> {
+    let bad = |why: &str| MvccError::Corrupt(format!("snapshot: {why}"));
+    if bytes.len() < SNAPSHOT_MAGIC.len() + 5 || !bytes.starts_with(SNAPSHOT_MAGIC) {
+        return Err(bad("not a cairn snapshot"));
+    }
+    let body = &bytes[..bytes.len() - 4];
+    let stored = u32::from_le_bytes(bytes[bytes.len() - 4..].try_into().expect("4 bytes"));
+    if crc32fast::hash(body) != stored {
+        return Err(bad("checksum mismatch"));
+    }
+    let mut at = SNAPSHOT_MAGIC.len();
+    let mut records = Vec::new();
+    loop {
+        let tag = *body.get(at).ok_or_else(|| bad("truncated record"))?;
+        at += 1;
+        if tag == 0 {
+            if at != body.len() {
+                return Err(bad("data after the end marker"));
+            }
+            return Ok(records);
+        }
+        if tag > 2 || at + 8 > body.len() {
+            return Err(bad("bad record header"));
+        }
+        let klen = u32::from_le_bytes(body[at..at + 4].try_into().expect("4 bytes")) as usize;
+        let vlen = u32::from_le_bytes(body[at + 4..at + 8].try_into().expect("4 bytes")) as usize;
+        at += 8;
+        if klen > SNAPSHOT_RECORD_BYTES_MAX
+            || vlen > SNAPSHOT_RECORD_BYTES_MAX
+            || at + klen + vlen > body.len()
+        {
+            return Err(bad("record length out of bounds"));
+        }
+        records.push((
+            tag,
+            &body[at..at + klen],
+            &body[at + klen..at + klen + vlen],
+        ));
+        at += klen + vlen;
+    }
+}
+
 /// The part of the store readers and the writer share behind one lock.
 struct State {
     index: KeyIndex,
@@ -177,10 +225,31 @@ impl Store {
             })?
             .unwrap_commit();
 
+        let store = Store {
+            dir: dir.to_path_buf(),
+            env,
+            kv,
+            meta,
+            state: RwLock::new(State {
+                index: KeyIndex::new(),
+                current_rev: 1,
+                compact_rev: -1,
+                consistent_index: 0,
+            }),
+            writer: Mutex::new(()),
+        };
+        store.rebuild()?;
+        Ok(store)
+    }
+
+    /// Rebuilds the in-memory state (key index, revisions, consistent index) from LMDB, finishing
+    /// an interrupted compaction on the way. Used at open and after a snapshot was installed.
+    fn rebuild(&self) -> Result<(), MvccError> {
+        let (env, kv, meta) = (&self.env, &self.kv, &self.meta);
         let rtxn = env.read_txn()?;
-        let consistent_index = read_u64(&meta, &rtxn, META_CONSISTENT_INDEX)?.unwrap_or(0);
-        let compact_rev = read_i64(&meta, &rtxn, META_COMPACT_REV)?.unwrap_or(-1);
-        let finished_rev = read_i64(&meta, &rtxn, META_FINISHED_COMPACT_REV)?.unwrap_or(-1);
+        let consistent_index = read_u64(meta, &rtxn, META_CONSISTENT_INDEX)?.unwrap_or(0);
+        let compact_rev = read_i64(meta, &rtxn, META_COMPACT_REV)?.unwrap_or(-1);
+        let finished_rev = read_i64(meta, &rtxn, META_FINISHED_COMPACT_REV)?.unwrap_or(-1);
         if finished_rev > compact_rev {
             return Err(corrupt(format!(
                 "finished compaction {finished_rev} is above the scheduled one {compact_rev}"
@@ -219,20 +288,13 @@ impl Store {
         // Compaction may have removed the newest revisions (tombstones at the floor), so the
         // floor also bounds the current revision from below, as etcd's restore does.
         let current_rev = last_main.max(compact_rev).max(1);
-
-        let store = Store {
-            dir: dir.to_path_buf(),
-            env,
-            kv,
-            meta,
-            state: RwLock::new(State {
-                index: KeyIndex::new(),
-                current_rev,
-                compact_rev,
-                consistent_index,
-            }),
-            writer: Mutex::new(()),
-        };
+        {
+            let mut st = self.state_write();
+            st.index = KeyIndex::new();
+            st.current_rev = current_rev;
+            st.compact_rev = compact_rev;
+            st.consistent_index = consistent_index;
+        }
 
         // The index must match LMDB compacted at the floor: compacting the rebuilt index is a
         // no-op if the last physical compaction finished, and yields its keep set otherwise.
@@ -247,7 +309,7 @@ impl Store {
                 finished_rev,
                 "finishing an interrupted compaction"
             );
-            store.purge(compact_rev, &keep)?;
+            self.purge(compact_rev, &keep)?;
         }
         stored.retain(|r| r.main > compact_rev || keep.contains(r));
         let indexed: Vec<Revision> = index.all_revisions().into_iter().map(|(r, _)| r).collect();
@@ -259,8 +321,8 @@ impl Store {
             )));
         }
         index.check();
-        store.state_write().index = index;
-        Ok(store)
+        self.state_write().index = index;
+        Ok(())
     }
 
     fn state_read(&self) -> RwLockReadGuard<'_, State> {
@@ -601,6 +663,80 @@ impl Store {
             hasher.update(v);
         }
         Ok((hasher.finalize(), compact.max(0), rev))
+    }
+
+    /// Writes the whole backend — every stored revision and every meta record, consistent index
+    /// included — to `path` as a snapshot file, from one read transaction. Returns the consistent
+    /// index the file holds. Format: the magic [`SNAPSHOT_MAGIC`], then records `[tag u8][key len
+    /// u32 LE][value len u32 LE][key][value]` (tag 1 = kv, 2 = meta), then tag 0 and a CRC-32 (LE) of
+    /// everything before it.
+    pub fn export_snapshot(&self, path: &Path) -> Result<u64, MvccError> {
+        use std::io::Write as _;
+        let file = std::fs::File::create(path)?;
+        let mut out = std::io::BufWriter::new(file);
+        let mut crc = crc32fast::Hasher::new();
+        let mut put =
+            |out: &mut std::io::BufWriter<std::fs::File>, bytes: &[u8]| -> Result<(), MvccError> {
+                crc.update(bytes);
+                out.write_all(bytes)?;
+                Ok(())
+            };
+        let txn = self.env.read_txn()?;
+        let consistent_index = read_u64(&self.meta, &txn, META_CONSISTENT_INDEX)?.unwrap_or(0);
+        put(&mut out, SNAPSHOT_MAGIC)?;
+        for item in self.kv.iter(&txn)? {
+            let (k, v) = item?;
+            put(&mut out, &[1])?;
+            put(&mut out, &(k.len() as u32).to_le_bytes())?;
+            put(&mut out, &(v.len() as u32).to_le_bytes())?;
+            put(&mut out, k)?;
+            put(&mut out, v)?;
+        }
+        for item in self.meta.iter(&txn)? {
+            let (k, v) = item?;
+            put(&mut out, &[2])?;
+            put(&mut out, &(k.len() as u32).to_le_bytes())?;
+            put(&mut out, &(v.len() as u32).to_le_bytes())?;
+            put(&mut out, k.as_bytes())?;
+            put(&mut out, v)?;
+        }
+        put(&mut out, &[0])?;
+        drop(put);
+        out.write_all(&crc.finalize().to_le_bytes())?;
+        let file = out
+            .into_inner()
+            .map_err(|e| MvccError::Storage(e.to_string()))?;
+        file.sync_all()?;
+        Ok(consistent_index)
+    }
+
+    /// Replaces the whole backend with a snapshot file written by [`Store::export_snapshot`] (on
+    /// the leader), in one LMDB write transaction, then rebuilds the in-memory state. The file's
+    /// checksum is verified before anything is touched: a damaged snapshot is refused, never
+    /// served. Returns the consistent index the store now holds.
+    pub fn install_snapshot(&self, path: &Path) -> Result<u64, MvccError> {
+        let bytes = std::fs::read(path)?;
+        let records = parse_snapshot(&bytes)?;
+        {
+            let _writer = self.lock_writer();
+            let mut txn = self.env.write_txn()?;
+            self.kv.clear(&mut txn)?;
+            self.meta.clear(&mut txn)?;
+            for (tag, k, v) in records {
+                match tag {
+                    1 => self.kv.put(&mut txn, k, v)?,
+                    _ => {
+                        let name = std::str::from_utf8(k)
+                            .map_err(|_| corrupt("snapshot meta name is not UTF-8"))?;
+                        self.meta.put(&mut txn, name, v)?
+                    }
+                }
+            }
+            txn.commit()?;
+        }
+        self.env.force_sync()?;
+        self.rebuild()?;
+        Ok(self.consistent_index())
     }
 
     /// Every named blob whose name starts with `prefix`, in name order.

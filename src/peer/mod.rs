@@ -20,14 +20,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ::raft::eraftpb::Message;
+use ::raft::eraftpb::{Message, MessageType};
 use protobuf::Message as _;
+use std::path::{Path, PathBuf};
 use tokio::sync::mpsc;
 
 use crate::io::{Clock, Transport};
 use crate::proto::cairnpb::peer_client::PeerClient;
 use crate::proto::cairnpb::peer_server::{Peer, PeerServer};
-use crate::proto::cairnpb::{PeerAck, RaftBatch};
+use crate::proto::cairnpb::{PeerAck, RaftBatch, SnapshotChunk};
 
 /// Raft messages queued for one peer before new ones are dropped.
 pub const PEER_QUEUE_MAX: usize = 4096;
@@ -42,6 +43,8 @@ pub const PEER_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 /// Sends raft messages to peers over gRPC client streams.
 pub struct GrpcTransport {
+    /// Where snapshot transfers report their outcome (the local node's inbound queue).
+    inbound: Mutex<Option<mpsc::Sender<Message>>>,
     cluster_id: AtomicU64,
     member_id: AtomicU64,
     clock: Arc<dyn Clock>,
@@ -57,11 +60,17 @@ struct PeerLink {
 impl GrpcTransport {
     pub fn new(cluster_id: u64, member_id: u64, clock: Arc<dyn Clock>) -> Arc<GrpcTransport> {
         Arc::new(GrpcTransport {
+            inbound: Mutex::new(None),
             cluster_id: AtomicU64::new(cluster_id),
             member_id: AtomicU64::new(member_id),
             clock,
             peers: Mutex::new(BTreeMap::new()),
         })
+    }
+
+    /// The local node's inbound queue, where finished snapshot transfers are reported.
+    pub fn set_inbound(&self, inbound: mpsc::Sender<Message>) {
+        *self.inbound.lock().expect("inbound lock") = Some(inbound);
     }
 
     /// Sets the identity recorded in the data dir, which wins over the flags' on a restart.
@@ -116,6 +125,40 @@ impl Drop for GrpcTransport {
 }
 
 impl Transport for GrpcTransport {
+    fn send_snapshot(&self, msg: Message, path: PathBuf) {
+        let url = self
+            .peers
+            .lock()
+            .expect("peer map lock")
+            .get(&msg.to)
+            .map(|l| l.url.clone());
+        let inbound = self.inbound.lock().expect("inbound lock").clone();
+        let cluster_id = self.cluster_id.load(Ordering::Relaxed);
+        let from = self.member_id.load(Ordering::Relaxed);
+        tokio::spawn(async move {
+            let to = msg.to;
+            let result = match url {
+                Some(url) => send_snapshot_file(url, cluster_id, from, msg, &path).await,
+                None => Err("no link to the peer".to_string()),
+            };
+            let _ = std::fs::remove_file(&path);
+            match &result {
+                Ok(bytes) => tracing::info!(peer = %format!("{to:x}"), bytes, "sent a snapshot"),
+                Err(e) => {
+                    tracing::warn!(peer = %format!("{to:x}"), error = %e, "sending a snapshot failed")
+                }
+            }
+            if let Some(tx) = inbound {
+                let mut status = Message::default();
+                status.set_msg_type(MessageType::MsgSnapStatus);
+                status.from = to;
+                status.to = from;
+                status.reject = result.is_err();
+                let _ = tx.send(status).await;
+            }
+        });
+    }
+
     fn set_peers(&self, peers: &[(u64, Vec<String>)]) {
         let current: Vec<u64> = self
             .peers
@@ -225,6 +268,73 @@ async fn run_link(
     }
 }
 
+/// Streams one snapshot file to a peer: the raft message and size first, then the bytes in
+/// chunks of [`SNAPSHOT_CHUNK_BYTES`], with at most [`SNAPSHOT_CHUNKS_IN_FLIGHT`] chunks buffered.
+async fn send_snapshot_file(
+    url: String,
+    cluster_id: u64,
+    from: u64,
+    msg: Message,
+    path: &Path,
+) -> Result<u64, String> {
+    use std::io::Read as _;
+    let to = msg.to;
+    let raft_message = msg.write_to_bytes().map_err(|e| e.to_string())?;
+    let mut file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let total_bytes = file.metadata().map_err(|e| e.to_string())?.len();
+    let mut client = PeerClient::connect(url).await.map_err(|e| e.to_string())?;
+    let (tx, rx) = mpsc::channel::<SnapshotChunk>(SNAPSHOT_CHUNKS_IN_FLIGHT);
+    let call = tokio::spawn(async move {
+        client
+            .snapshot(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+    });
+    let mut first = Some(raft_message);
+    let mut sent = 0u64;
+    loop {
+        let mut data = vec![0u8; SNAPSHOT_CHUNK_BYTES];
+        let n = file.read(&mut data).map_err(|e| e.to_string())?;
+        data.truncate(n);
+        if n == 0 && first.is_none() {
+            break;
+        }
+        sent += n as u64;
+        let chunk = SnapshotChunk {
+            cluster_id,
+            from,
+            to,
+            raft_message: first.take().unwrap_or_default(),
+            total_bytes,
+            data,
+        };
+        if tx.send(chunk).await.is_err() {
+            break;
+        }
+        if n == 0 {
+            break;
+        }
+    }
+    drop(tx);
+    match call.await {
+        Ok(Ok(_)) if sent == total_bytes => Ok(sent),
+        Ok(Ok(_)) => Err(format!("sent {sent} of {total_bytes} bytes")),
+        Ok(Err(status)) => Err(status.message().to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Bytes per snapshot chunk.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+/// Snapshot chunks buffered between the file reader and the stream.
+pub const SNAPSHOT_CHUNKS_IN_FLIGHT: usize = 4;
+/// Largest snapshot a member accepts (etcd's backend quota ceiling).
+pub const SNAPSHOT_BYTES_MAX: u64 = 8 * 1024 * 1024 * 1024;
+
+/// The file a received snapshot at raft index `index` is stored in until the node installs it.
+pub fn snapshot_path(snap_dir: &Path, index: u64) -> PathBuf {
+    snap_dir.join(format!("{index:016x}.snap"))
+}
+
 /// The generated server type: madsim-tonic's carries an interceptor parameter, tonic's does not.
 #[cfg(not(madsim))]
 pub type PeerServerOf = PeerServer<PeerService>;
@@ -236,21 +346,110 @@ pub struct PeerService {
     cluster_id: u64,
     member_id: u64,
     inbound: mpsc::Sender<Message>,
+    snap_dir: PathBuf,
 }
 
 impl PeerService {
-    pub fn new(cluster_id: u64, member_id: u64, inbound: mpsc::Sender<Message>) -> PeerServerOf {
+    pub fn new(
+        cluster_id: u64,
+        member_id: u64,
+        inbound: mpsc::Sender<Message>,
+        snap_dir: PathBuf,
+    ) -> PeerServerOf {
         PeerServer::new(PeerService {
             cluster_id,
             member_id,
             inbound,
+            snap_dir,
         })
         .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
     }
 }
 
+impl PeerService {
+    fn check_cluster(&self, cluster_id: u64, from: u64) -> Result<(), tonic::Status> {
+        if cluster_id == self.cluster_id {
+            return Ok(());
+        }
+        tracing::warn!(
+            local_cluster = %format!("{:x}", self.cluster_id),
+            remote_cluster = %format!("{cluster_id:x}"),
+            from = %format!("{from:x}"),
+            "rejected a peer from another cluster (check --initial-cluster-token and --initial-cluster)"
+        );
+        Err(tonic::Status::permission_denied(format!(
+            "cluster ID mismatch: local {:x}, remote {cluster_id:x}",
+            self.cluster_id
+        )))
+    }
+}
+
 #[tonic::async_trait]
 impl Peer for PeerService {
+    /// Receives a snapshot into `snap_dir`, verifies it, and only then hands the MsgSnapshot to
+    /// the node, which installs the file when raft tells it to.
+    async fn snapshot(
+        &self,
+        request: tonic::Request<tonic::Streaming<SnapshotChunk>>,
+    ) -> Result<tonic::Response<PeerAck>, tonic::Status> {
+        use std::io::Write as _;
+        let mut stream = request.into_inner();
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| tonic::Status::invalid_argument("empty snapshot stream"))?;
+        self.check_cluster(first.cluster_id, first.from)?;
+        let msg = Message::parse_from_bytes(&first.raft_message)
+            .map_err(|e| tonic::Status::invalid_argument(format!("bad raft message: {e}")))?;
+        if msg.get_msg_type() != MessageType::MsgSnapshot || first.total_bytes > SNAPSHOT_BYTES_MAX
+        {
+            return Err(tonic::Status::invalid_argument(
+                "not a snapshot message, or too large",
+            ));
+        }
+        let index = msg.get_snapshot().get_metadata().index;
+        std::fs::create_dir_all(&self.snap_dir)
+            .map_err(|e| tonic::Status::internal(e.to_string()))?;
+        let final_path = snapshot_path(&self.snap_dir, index);
+        let tmp = final_path.with_extension("tmp");
+        let mut file =
+            std::fs::File::create(&tmp).map_err(|e| tonic::Status::internal(e.to_string()))?;
+        let mut received = first.data.len() as u64;
+        file.write_all(&first.data)
+            .map_err(|e| tonic::Status::internal(e.to_string()))?;
+        while let Some(chunk) = stream.message().await? {
+            received += chunk.data.len() as u64;
+            if received > first.total_bytes {
+                return Err(tonic::Status::invalid_argument(
+                    "snapshot larger than announced",
+                ));
+            }
+            file.write_all(&chunk.data)
+                .map_err(|e| tonic::Status::internal(e.to_string()))?;
+        }
+        if received != first.total_bytes {
+            return Err(tonic::Status::invalid_argument(format!(
+                "snapshot truncated: {received} of {} bytes",
+                first.total_bytes
+            )));
+        }
+        file.sync_all()
+            .map_err(|e| tonic::Status::internal(e.to_string()))?;
+        drop(file);
+        let bytes = std::fs::read(&tmp).map_err(|e| tonic::Status::internal(e.to_string()))?;
+        if let Err(e) = crate::mvcc::parse_snapshot(&bytes) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(tonic::Status::data_loss(e.to_string()));
+        }
+        std::fs::rename(&tmp, &final_path).map_err(|e| tonic::Status::internal(e.to_string()))?;
+        tracing::info!(index, bytes = received, "received a snapshot");
+        self.inbound
+            .send(msg)
+            .await
+            .map_err(|_| tonic::Status::unavailable("member stopping"))?;
+        Ok(tonic::Response::new(PeerAck {}))
+    }
+
     async fn send(
         &self,
         request: tonic::Request<tonic::Streaming<RaftBatch>>,

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ::raft::eraftpb::{
-    ConfChange, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, Message, Snapshot,
+    ConfChange, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, Message, MessageType,
+    Snapshot,
 };
 use ::raft::storage::MemStorage;
 use ::raft::{RawNode, StateRole};
@@ -104,6 +105,8 @@ pub struct NodeConfig {
     pub read_timeout: Duration,
     /// How long a proposal may stay parked without a leader.
     pub leader_wait: Duration,
+    /// Where snapshot files are written and received.
+    pub snap_dir: std::path::PathBuf,
     /// How long to wait after a ReadIndex request before re-sending it (lost messages).
     pub read_retry: Duration,
 }
@@ -510,8 +513,92 @@ impl Node {
 
     fn send(&self, msgs: Vec<Message>) {
         for m in msgs {
-            self.transport.send(m);
+            if m.get_msg_type() == MessageType::MsgSnapshot {
+                self.send_snapshot(m);
+            } else {
+                self.transport.send(m);
+            }
         }
+    }
+
+    /// A follower needs entries the log no longer holds: export the backend to a snapshot file and
+    /// let the transport stream it. The message's metadata is rewritten to describe exactly what
+    /// the file holds (its consistent index, that entry's term, the ConfState applied with it), so
+    /// the follower never skips entries the file lacks; entries the file already covers are skipped
+    /// by the follower's consistent index.
+    fn send_snapshot(&self, mut msg: Message) {
+        let report_failure = |why: String| {
+            tracing::warn!(to = %format!("{:x}", msg.to), %why, "cannot prepare a snapshot");
+        };
+        if let Err(e) = std::fs::create_dir_all(&self.cfg.snap_dir) {
+            return report_failure(e.to_string());
+        }
+        let path = self.cfg.snap_dir.join(format!(
+            "out-{:x}-{}.snap",
+            msg.to,
+            self.clock.now().as_nanos()
+        ));
+        let index = match self.store.export_snapshot(&path) {
+            Ok(i) => i,
+            Err(e) => return report_failure(e.to_string()),
+        };
+        let term = match self.raw.raft.raft_log.term(index) {
+            Ok(t) if t > 0 => t,
+            _ => return report_failure(format!("no term known for index {index}")),
+        };
+        let conf_state = match self.store.meta_get(super::CONF_STATE_META) {
+            Ok(Some(bytes)) => match ConfState::parse_from_bytes(&bytes) {
+                Ok(cs) => cs,
+                Err(e) => return report_failure(e.to_string()),
+            },
+            _ => return report_failure("no applied ConfState".into()),
+        };
+        let meta = msg.mut_snapshot().mut_metadata();
+        meta.index = index;
+        meta.term = term;
+        meta.set_conf_state(conf_state);
+        tracing::info!(to = %format!("{:x}", msg.to), index, term, "sending a snapshot");
+        self.transport.send_snapshot(msg, path);
+    }
+
+    /// Installs a snapshot the leader sent (already received and verified by the transport):
+    /// replaces the backend, rebuilds membership and leases from it, and records the compaction
+    /// point in the WAL.
+    fn install_snapshot(&mut self, snap: &Snapshot) -> Result<(), NodeError> {
+        let meta = snap.get_metadata();
+        let path = crate::peer::snapshot_path(&self.cfg.snap_dir, meta.index);
+        let storage = |e: crate::mvcc::MvccError| NodeError::Storage(e.to_string());
+        let installed = self.store.install_snapshot(&path).map_err(storage)?;
+        if installed != meta.index {
+            return Err(NodeError::Corrupt(format!(
+                "snapshot file holds index {installed}, raft expected {}",
+                meta.index
+            )));
+        }
+        self.raw
+            .mut_store()
+            .wl()
+            .apply_snapshot(snap.clone())
+            .map_err(|e| NodeError::Raft(e.to_string()))?;
+        self.wal
+            .record_snapshot(meta.index, meta.term)
+            .map_err(|e| NodeError::Wal(e.to_string()))?;
+        self.members = membership::load(&self.store).map_err(storage)?;
+        let peers: Vec<(u64, Vec<String>)> = self
+            .members
+            .iter()
+            .map(|m| (m.id, m.peer_urls.clone()))
+            .collect();
+        self.transport.set_peers(&peers);
+        self.lessor.reload(&self.store).map_err(storage)?;
+        self.snapshot_index = meta.index;
+        let _ = std::fs::remove_file(&path);
+        tracing::info!(
+            index = meta.index,
+            term = meta.term,
+            "installed a snapshot from the leader"
+        );
+        Ok(())
     }
 
     /// Handles one Ready in the order raft-rs documents: messages, snapshot, committed entries,
@@ -523,9 +610,8 @@ impl Node {
             self.send(rd.take_messages());
         }
         if *rd.snapshot() != Snapshot::default() {
-            return Err(NodeError::Unsupported(
-                "installing a snapshot from a leader".into(),
-            ));
+            let snap = rd.snapshot().clone();
+            self.install_snapshot(&snap)?;
         }
         self.handle_read_states(rd.take_read_states());
         let committed = rd.take_committed_entries();

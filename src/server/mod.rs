@@ -232,6 +232,7 @@ impl Server {
             read_timeout: cfg.request_timeout(),
             leader_wait: cfg.request_timeout(),
             read_retry: cfg.election_timeout,
+            snap_dir: member_dir.join("snap"),
         };
         let raft_cfg = node::raft_config(&node_cfg, store.consistent_index());
         let raw = RawNode::new(&raft_cfg, storage, &node::raft_logger())
