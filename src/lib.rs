@@ -7,10 +7,17 @@
 //!
 //! * [`io`]: the seams (Clock, Disk, Transport, Rng) and their production implementations.
 //! * [`wal`]: the write-ahead log of raft entries and HardState, segmented and checksummed.
-//! * [`raft`]: the node: the raft-rs `RawNode` driver and its Ready loop.
-//! * [`mvcc`]: the revisioned key-value store on LMDB (key index, revisions, compaction, events).
-//! * [`server`]: request → proposal → apply → response; waiters; linearizable reads.
-//! * [`api`]: the gRPC services and the mapping of errors to etcd's codes and messages.
+//! * [`raft`]: the node: the raft-rs `RawNode` driver, its Ready loop, ReadIndex, conf changes and
+//!   snapshots.
+//! * [`mvcc`]: the revisioned key-value store on LMDB (key index, revisions, compaction, events,
+//!   snapshot export and install).
+//! * [`lease`]: the lease table: grants and revokes applied through raft, deadlines on the leader.
+//! * [`server`]: request → proposal → apply → response; etcd's checks and apply semantics;
+//!   membership; metrics.
+//! * [`api`]: the gRPC services, the HTTP endpoints, and the mapping of errors to etcd's codes
+//!   and messages.
+//! * [`peer`]: the production peer transport (raft messages and snapshots over gRPC streams).
+//! * [`config`] and [`run`]: the server's flags and the production wiring of a member.
 //! * [`ctl`]: the `cairnctl` command-line client.
 //! * [`proto`]: generated wire types.
 
