@@ -22,6 +22,8 @@
 //! * [`proto`]: generated wire types.
 
 pub mod api;
+/// Realistic bugs that only simulation builds can switch on, to show the checkers bite.
+pub mod bugs;
 pub mod config;
 pub mod ctl;
 pub mod io;
@@ -30,6 +32,8 @@ pub mod mvcc;
 pub mod peer;
 pub mod proto;
 pub mod raft;
+/// Production wiring only: the simulator builds its members itself.
+#[cfg(not(madsim))]
 pub mod run;
 pub mod server;
 pub mod wal;

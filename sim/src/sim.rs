@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::bugs::Bug;
+use cairn::bugs::Bug;
 use cairn::io::{Rng, SplitMix64};
 use cairn::proto::etcdserverpb::kv_client::KvClient;
 use cairn::proto::etcdserverpb::RangeRequest;
@@ -93,7 +93,10 @@ impl Slot {
         self.state.lock().expect("slot lock")
     }
     fn id(&self) -> madsim::task::NodeId {
-        self.madsim_id.lock().expect("slot lock").expect("node created")
+        self.madsim_id
+            .lock()
+            .expect("slot lock")
+            .expect("node created")
     }
 }
 
@@ -101,7 +104,7 @@ static RUN_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Runs one seed to completion and judges it.
 pub fn run(opts: &RunOptions) -> Report {
-    crate::bugs::set_active(opts.bug.as_slice());
+    cairn::bugs::set_active(opts.bug.as_slice());
     let base = std::env::temp_dir().join(format!(
         "cairn-sim-{}-{}-{}",
         std::process::id(),
@@ -117,19 +120,26 @@ pub fn run(opts: &RunOptions) -> Report {
         // otherwise carry over from the previous seed run on the same thread. The thread is
         // outside the simulation; the runtime lives entirely inside it.
         std::thread::spawn(move || {
-            let mut rt = madsim::runtime::Runtime::with_seed_and_config(opts.seed, madsim::Config::default());
+            let mut rt = madsim::runtime::Runtime::with_seed_and_config(
+                opts.seed,
+                madsim::Config::default(),
+            );
             rt.set_time_limit(RUN_TIME_MAX);
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || rt.block_on(scenario(opts, base, report))))
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+                rt.block_on(scenario(opts, base, report))
+            }))
         })
         .join()
         .unwrap_or_else(Err)
     };
     // The runtime is gone: every task, and with it every LMDB environment, is dropped.
     let _ = std::fs::remove_dir_all(&base);
-    let mut report = Arc::try_unwrap(report).map(|m| m.into_inner().expect("report lock")).unwrap_or_else(|arc| {
-        let mut g = arc.lock().expect("report lock");
-        std::mem::take(&mut *g)
-    });
+    let mut report = Arc::try_unwrap(report)
+        .map(|m| m.into_inner().expect("report lock"))
+        .unwrap_or_else(|arc| {
+            let mut g = arc.lock().expect("report lock");
+            std::mem::take(&mut *g)
+        });
     if let Err(panic) = result {
         let msg = panic
             .downcast_ref::<String>()
@@ -146,8 +156,12 @@ fn server_io(ctx: &Ctx, i: usize, incarnation: u64) -> ServerIo {
     ServerIo {
         disk: Arc::new(slot.disk.clone()),
         clock: Arc::new(SimClock::new(slot.skew.clone())),
-        transport: Arc::new(SimTransport { world: ctx.world.clone() }),
-        rng: Box::new(SplitMix64::new(ctx.seed ^ ((i as u64 + 1) << 40) ^ incarnation.wrapping_mul(0x9E37_79B9))),
+        transport: Arc::new(SimTransport {
+            world: ctx.world.clone(),
+        }),
+        rng: Box::new(SplitMix64::new(
+            ctx.seed ^ ((i as u64 + 1) << 40) ^ incarnation.wrapping_mul(0x9E37_79B9),
+        )),
     }
 }
 
@@ -162,16 +176,27 @@ async fn member_main(ctx: Arc<Ctx>, i: usize) {
         st.up = true;
         st.incarnation
     };
-    world.event("start", format!("\"node\":\"{}\",\"incarnation\":{incarnation}", slot.name));
+    world.event(
+        "start",
+        format!("\"node\":\"{}\",\"incarnation\":{incarnation}", slot.name),
+    );
     let (_stop_tx, stop_rx) = watch::channel(false);
     // LMDB lives in real files under the data dir; the WAL lives on the simulated disk.
     if let Err(e) = std::fs::create_dir_all(&slot.cfg.data_dir) {
-        world.fail(format!("{}: cannot create {}: {e}", slot.name, slot.cfg.data_dir.display()));
+        world.fail(format!(
+            "{}: cannot create {}: {e}",
+            slot.name,
+            slot.cfg.data_dir.display()
+        ));
         return;
     }
     let mut attempts = 0;
     let (server, inbound, node) = loop {
-        match Server::start(slot.cfg.clone(), server_io(&ctx, i, incarnation), stop_rx.clone()) {
+        match Server::start(
+            slot.cfg.clone(),
+            server_io(&ctx, i, incarnation),
+            stop_rx.clone(),
+        ) {
             Ok(started) => break started,
             Err(e) => {
                 let msg = e.to_string();
@@ -183,9 +208,19 @@ async fn member_main(ctx: Arc<Ctx>, i: usize) {
                     continue;
                 }
                 let corrupted = slot.st().corrupted;
-                world.event("start_refused", format!("\"node\":\"{}\",\"error\":{}", slot.name, serde_json::Value::String(msg.clone())));
+                world.event(
+                    "start_refused",
+                    format!(
+                        "\"node\":\"{}\",\"error\":{}",
+                        slot.name,
+                        serde_json::Value::String(msg.clone())
+                    ),
+                );
                 if !corrupted {
-                    world.fail(format!("{} refused to start without injected corruption: {msg}", slot.name));
+                    world.fail(format!(
+                        "{} refused to start without injected corruption: {msg}",
+                        slot.name
+                    ));
                 }
                 slot.st().up = false;
                 world.observe(slot.member, Observed::default());
@@ -203,7 +238,14 @@ async fn member_main(ctx: Arc<Ctx>, i: usize) {
                 let s = rx.borrow_and_update().clone();
                 world.observe(
                     member,
-                    Observed { term: s.term, leader: s.leader, is_leader: s.is_leader, applied: s.applied, commit: s.commit, up: true },
+                    Observed {
+                        term: s.term,
+                        leader: s.leader,
+                        is_leader: s.is_leader,
+                        applied: s.applied,
+                        commit: s.commit,
+                        up: true,
+                    },
                 );
                 if rx.changed().await.is_err() {
                     break;
@@ -212,7 +254,11 @@ async fn member_main(ctx: Arc<Ctx>, i: usize) {
         });
     }
     let addr = SocketAddr::new(IpAddr::V4(slot.ip), CLIENT_PORT);
-    let api = tokio::spawn(cairn::api::serve(server.clone(), addr, std::future::pending()));
+    let api = tokio::spawn(cairn::api::serve(
+        server.clone(),
+        addr,
+        std::future::pending(),
+    ));
     drop(server);
     let result = node.await;
     api.abort();
@@ -221,9 +267,19 @@ async fn member_main(ctx: Arc<Ctx>, i: usize) {
     match result {
         Ok(Ok(())) => world.event("stopped", format!("\"node\":\"{}\"", slot.name)),
         Ok(Err(e)) => {
-            world.event("stopped", format!("\"node\":\"{}\",\"error\":{}", slot.name, serde_json::Value::String(e.to_string())));
+            world.event(
+                "stopped",
+                format!(
+                    "\"node\":\"{}\",\"error\":{}",
+                    slot.name,
+                    serde_json::Value::String(e.to_string())
+                ),
+            );
             if !expected {
-                world.fail(format!("{} stopped without an injected cause: {e}", slot.name));
+                world.fail(format!(
+                    "{} stopped without an injected cause: {e}",
+                    slot.name
+                ));
             }
         }
         Err(e) => world.fail(format!("{}: node task failed: {e}", slot.name)),
@@ -244,13 +300,17 @@ fn kill(ctx: &Ctx, i: usize, torn: bool) {
     ctx.world.observe(slot.member, Observed::default());
     ctx.world.event(
         "crash",
-        format!("\"node\":\"{}\",\"torn\":{torn},\"lost_bytes\":{},\"torn_bytes\":{}", slot.name, report.lost_bytes, report.torn_bytes),
+        format!(
+            "\"node\":\"{}\",\"torn\":{torn},\"lost_bytes\":{},\"torn_bytes\":{}",
+            slot.name, report.lost_bytes, report.torn_bytes
+        ),
     );
 }
 
 fn restart(ctx: &Ctx, i: usize) {
     let slot = &ctx.slots[i];
-    ctx.world.event("restart", format!("\"node\":\"{}\"", slot.name));
+    ctx.world
+        .event("restart", format!("\"node\":\"{}\"", slot.name));
     madsim::runtime::Handle::current().restart(slot.id());
 }
 
@@ -287,7 +347,13 @@ async fn run_fault(ctx: Arc<Ctx>, index: usize, f: Scheduled) {
     let world = ctx.world.clone();
     let n = ctx.slots.len();
     let all: Vec<usize> = (0..n).collect();
-    world.event("fault", format!("\"index\":{index},\"fault\":{}", serde_json::Value::String(format!("{:?}", f.fault))));
+    world.event(
+        "fault",
+        format!(
+            "\"index\":{index},\"fault\":{}",
+            serde_json::Value::String(format!("{:?}", f.fault))
+        ),
+    );
     match f.fault.clone() {
         Fault::Partition { side } => {
             let other: Vec<usize> = all.iter().copied().filter(|i| !side.contains(i)).collect();
@@ -298,7 +364,9 @@ async fn run_fault(ctx: Arc<Ctx>, index: usize, f: Scheduled) {
         }
         Fault::IsolateLeader => {
             let Some(leader) = world.leader() else { return };
-            let Some(li) = ctx.slots.iter().position(|s| s.member == leader) else { return };
+            let Some(li) = ctx.slots.iter().position(|s| s.member == leader) else {
+                return;
+            };
             let other: Vec<usize> = all.iter().copied().filter(|i| *i != li).collect();
             let links = links_between(&ctx, &[li], &other);
             world.block(&links);
@@ -318,7 +386,10 @@ async fn run_fault(ctx: Arc<Ctx>, index: usize, f: Scheduled) {
             world.unblock(&links);
         }
         Fault::Clog { links, release } => {
-            let links: Vec<(u64, u64)> = links.iter().map(|(a, b)| (ctx.slots[*a].member, ctx.slots[*b].member)).collect();
+            let links: Vec<(u64, u64)> = links
+                .iter()
+                .map(|(a, b)| (ctx.slots[*a].member, ctx.slots[*b].member))
+                .collect();
             let step = f.dur / (2 * links.len() as u32).max(1);
             for l in &links {
                 world.block(std::slice::from_ref(l));
@@ -329,7 +400,11 @@ async fn run_fault(ctx: Arc<Ctx>, index: usize, f: Scheduled) {
                 madsim::time::sleep(step).await;
             }
         }
-        Fault::Lossy { loss_ppm, dup_ppm, delay_max_ms } => {
+        Fault::Lossy {
+            loss_ppm,
+            dup_ppm,
+            delay_max_ms,
+        } => {
             world.set_faults(|nf| {
                 nf.loss_ppm = loss_ppm;
                 nf.dup_ppm = dup_ppm;
@@ -381,7 +456,10 @@ async fn run_fault(ctx: Arc<Ctx>, index: usize, f: Scheduled) {
         Fault::ClockRate { node, ppm } => {
             ctx.slots[node].skew.rate_ppm.store(ppm, Ordering::Relaxed);
             madsim::time::sleep(f.dur).await;
-            ctx.slots[node].skew.rate_ppm.store(1_000_000, Ordering::Relaxed);
+            ctx.slots[node]
+                .skew
+                .rate_ppm
+                .store(1_000_000, Ordering::Relaxed);
         }
         Fault::FsyncFail { node } => {
             if !take(&ctx, node) {
@@ -413,7 +491,13 @@ async fn run_fault(ctx: Arc<Ctx>, index: usize, f: Scheduled) {
             };
             if let Some((file, offset)) = &flipped {
                 ctx.slots[node].st().corrupted = true;
-                world.event("bitflip", format!("\"node\":\"{}\",\"file\":\"{file}\",\"offset\":{offset}", ctx.slots[node].name));
+                world.event(
+                    "bitflip",
+                    format!(
+                        "\"node\":\"{}\",\"file\":\"{file}\",\"offset\":{offset}",
+                        ctx.slots[node].name
+                    ),
+                );
             }
             madsim::time::sleep(f.dur).await;
             restart(&ctx, node);
@@ -441,14 +525,36 @@ async fn snapshot_of(url: &str) -> Option<Snapshot> {
     let fut = async {
         let mut c = KvClient::connect(url.to_string()).await.ok()?;
         let r = c
-            .range(RangeRequest { key: vec![0], range_end: vec![0], serializable: true, ..Default::default() })
+            .range(RangeRequest {
+                key: vec![0],
+                range_end: vec![0],
+                serializable: true,
+                ..Default::default()
+            })
             .await
             .ok()?
             .into_inner();
         let rev = r.header.map(|h| h.revision).unwrap_or(0);
-        Some((rev, r.kvs.into_iter().map(|kv| (kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version)).collect()))
+        Some((
+            rev,
+            r.kvs
+                .into_iter()
+                .map(|kv| {
+                    (
+                        kv.key,
+                        kv.value,
+                        kv.create_revision,
+                        kv.mod_revision,
+                        kv.version,
+                    )
+                })
+                .collect(),
+        ))
     };
-    madsim::time::timeout(Duration::from_secs(2), fut).await.ok().flatten()
+    madsim::time::timeout(Duration::from_secs(2), fut)
+        .await
+        .ok()
+        .flatten()
 }
 
 async fn scenario(opts: RunOptions, base: PathBuf, report: Arc<Mutex<Report>>) {
@@ -459,7 +565,12 @@ async fn scenario(opts: RunOptions, base: PathBuf, report: Arc<Mutex<Report>>) {
     let chaos = opts.chaos;
     let mut schedule = swarm.schedule(&mut rng, n, chaos);
     if let Some(keep) = &opts.keep_faults {
-        schedule = schedule.into_iter().enumerate().filter(|(i, _)| keep.contains(i)).map(|(_, s)| s).collect();
+        schedule = schedule
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| keep.contains(i))
+            .map(|(_, s)| s)
+            .collect();
     }
     {
         let mut r = report.lock().expect("report lock");
@@ -474,17 +585,34 @@ async fn scenario(opts: RunOptions, base: PathBuf, report: Arc<Mutex<Report>>) {
         let url = format!("http://{ip}:2380");
         let id = cairn::config::member_id(std::slice::from_ref(&url), CLUSTER_TOKEN);
         names.insert(id, format!("n{}", i + 1));
-        members.push(InitialMember { id, name: format!("n{}", i + 1), peer_urls: vec![url] });
+        members.push(InitialMember {
+            id,
+            name: format!("n{}", i + 1),
+            peer_urls: vec![url],
+        });
     }
     let cluster_id = cairn::config::cluster_id(&members);
-    let router = handle.create_node().name("net").ip(IpAddr::V4(Ipv4Addr::new(10, 0, 9, 1))).build();
-    let world = World::new(opts.seed, router, names, opts.trace, base.display().to_string());
+    let router = handle
+        .create_node()
+        .name("net")
+        .ip(IpAddr::V4(Ipv4Addr::new(10, 0, 9, 1)))
+        .build();
+    let world = World::new(
+        opts.seed,
+        router,
+        names,
+        opts.trace,
+        base.display().to_string(),
+    );
     world.set_faults(|nf| nf.dup_proposals = opts.dup_proposals);
     let mut slots = Vec::new();
     for (i, m) in members.iter().enumerate() {
         let ip = Ipv4Addr::new(10, 0, 0, i as u8 + 1);
         // Clocks start skewed: up to 2 s of offset and 1% of drift either way.
-        let skew = Skew::new(Duration::from_millis(rng.range(0, 2000)), rng.range(990_000, 1_010_001));
+        let skew = Skew::new(
+            Duration::from_millis(rng.range(0, 2000)),
+            rng.range(990_000, 1_010_001),
+        );
         let cfg = ServerConfig {
             name: m.name.clone(),
             data_dir: base.join(&m.name),
@@ -511,7 +639,12 @@ async fn scenario(opts: RunOptions, base: PathBuf, report: Arc<Mutex<Report>>) {
             state: Mutex::new(SlotState::default()),
         });
     }
-    let ctx = Arc::new(Ctx { seed: opts.seed, world: world.clone(), slots, rng: Mutex::new(SplitMix64::new(opts.seed ^ 0xd15c)) });
+    let ctx = Arc::new(Ctx {
+        seed: opts.seed,
+        world: world.clone(),
+        slots,
+        rng: Mutex::new(SplitMix64::new(opts.seed ^ 0xd15c)),
+    });
     for i in 0..n {
         let c = ctx.clone();
         let node = handle
@@ -522,12 +655,24 @@ async fn scenario(opts: RunOptions, base: PathBuf, report: Arc<Mutex<Report>>) {
             .build();
         *ctx.slots[i].madsim_id.lock().expect("slot lock") = Some(node.id());
     }
-    let endpoints: Vec<Endpoint> =
-        ctx.slots.iter().map(|s| Endpoint { name: s.name.clone(), url: format!("http://{}:{CLIENT_PORT}", s.ip) }).collect();
+    let endpoints: Vec<Endpoint> = ctx
+        .slots
+        .iter()
+        .map(|s| Endpoint {
+            name: s.name.clone(),
+            url: format!("http://{}:{CLIENT_PORT}", s.ip),
+        })
+        .collect();
 
     // The supervisor has no network identity: the rest runs on a control host that does.
-    let control = handle.create_node().name("control").ip(IpAddr::V4(Ipv4Addr::new(10, 0, 2, 1))).build();
-    let task = control.spawn(control_main(opts, ctx, world, endpoints, schedule, rng, report));
+    let control = handle
+        .create_node()
+        .name("control")
+        .ip(IpAddr::V4(Ipv4Addr::new(10, 0, 2, 1)))
+        .build();
+    let task = control.spawn(control_main(
+        opts, ctx, world, endpoints, schedule, rng, report,
+    ));
     task.await.expect("control task");
 }
 
@@ -560,7 +705,11 @@ async fn control_main(
     };
     let mut client_tasks = Vec::new();
     for c in 0..clients {
-        let host = handle.create_node().name(format!("client{c}")).ip(IpAddr::V4(Ipv4Addr::new(10, 0, 1, c as u8 + 1))).build();
+        let host = handle
+            .create_node()
+            .name(format!("client{c}"))
+            .ip(IpAddr::V4(Ipv4Addr::new(10, 0, 1, c as u8 + 1)))
+            .build();
         client_tasks.push(host.spawn(workload::client(
             world.clone(),
             history.clone(),
@@ -571,7 +720,12 @@ async fn control_main(
             stop.clone(),
         )));
     }
-    let faults: Vec<_> = schedule.iter().cloned().enumerate().map(|(i, f)| madsim::task::spawn(run_fault(ctx.clone(), i, f))).collect();
+    let faults: Vec<_> = schedule
+        .iter()
+        .cloned()
+        .enumerate()
+        .map(|(i, f)| madsim::task::spawn(run_fault(ctx.clone(), i, f)))
+        .collect();
     madsim::time::sleep(chaos).await;
     for f in faults {
         let _ = f.await;
@@ -602,7 +756,9 @@ async fn control_main(
 
     let mut converged = true;
     if !wait_for(&world, HEAL_LEADER_MAX, || world.leader().is_some()).await {
-        world.fail(format!("no leader within {HEAL_LEADER_MAX:?} after healing"));
+        world.fail(format!(
+            "no leader within {HEAL_LEADER_MAX:?} after healing"
+        ));
         converged = false;
     }
     if converged {
@@ -612,7 +768,10 @@ async fn control_main(
         while world.now() - start < HEAL_WRITE_MAX {
             let ep = &endpoints[k % endpoints.len()];
             k += 1;
-            let kind = OpKind::Put { key: "heal".into(), value: format!("heal-{k}") };
+            let kind = OpKind::Put {
+                key: "heal".into(),
+                value: format!("heal-{k}"),
+            };
             if let Outcome::Ok(_) = workload::call(&ep.url, &kind, Duration::from_secs(2)).await {
                 ok = true;
                 break;
@@ -620,7 +779,9 @@ async fn control_main(
             madsim::time::sleep(Duration::from_millis(100)).await;
         }
         if !ok {
-            world.fail(format!("no write committed within {HEAL_WRITE_MAX:?} after healing"));
+            world.fail(format!(
+                "no write committed within {HEAL_WRITE_MAX:?} after healing"
+            ));
             converged = false;
         }
     }
@@ -634,12 +795,17 @@ async fn control_main(
             let ids = live(&ctx);
             let applied: BTreeSet<u64> = {
                 let g = world.lock();
-                ids.iter().map(|i| g.status.get(&ctx.slots[*i].member).map_or(0, |o| o.applied)).collect()
+                ids.iter()
+                    .map(|i| g.status.get(&ctx.slots[*i].member).map_or(0, |o| o.applied))
+                    .collect()
             };
             if applied.len() == 1 {
                 let mut snaps = Vec::new();
                 for i in &ids {
-                    snaps.push((ctx.slots[*i].name.clone(), snapshot_of(&endpoints[*i].url).await));
+                    snaps.push((
+                        ctx.slots[*i].name.clone(),
+                        snapshot_of(&endpoints[*i].url).await,
+                    ));
                 }
                 let first = snaps[0].1.clone();
                 if first.is_some() && snaps.iter().all(|(_, s)| *s == first) {
@@ -661,7 +827,9 @@ async fn control_main(
             madsim::time::sleep(Duration::from_millis(200)).await;
         }
         if !equal {
-            world.fail(format!("live members did not converge within {HEAL_CONVERGE_MAX:?}: {last_diff}"));
+            world.fail(format!(
+                "live members did not converge within {HEAL_CONVERGE_MAX:?}: {last_diff}"
+            ));
         }
     }
 
@@ -688,15 +856,28 @@ async fn control_main(
         for (term, leaders) in &g.leaders {
             if leaders.len() > 1 {
                 let names: Vec<String> = leaders.iter().map(|l| world.name(*l)).collect();
-                failures.push(format!("election safety: {} leaders in term {term}: {}", leaders.len(), names.join(", ")));
+                failures.push(format!(
+                    "election safety: {} leaders in term {term}: {}",
+                    leaders.len(),
+                    names.join(", ")
+                ));
             }
         }
         failures.extend(g.failures.iter().cloned());
     }
     let verdict = checker::check(&ops);
-    failures.extend(verdict.violations.iter().map(|v| format!("linearizability: {v}")));
+    failures.extend(
+        verdict
+            .violations
+            .iter()
+            .map(|v| format!("linearizability: {v}")),
+    );
     if let Some((rev, _)) = &final_snapshot {
-        failures.extend(checker::check_durability(&ops, &final_state, *rev).into_iter().map(|v| format!("durability: {v}")));
+        failures.extend(
+            checker::check_durability(&ops, &final_state, *rev)
+                .into_iter()
+                .map(|v| format!("durability: {v}")),
+        );
     }
     let mut hash = FNV_OFFSET;
     for op in &ops {

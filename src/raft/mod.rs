@@ -110,6 +110,9 @@ pub fn restore_storage(
             )));
         }
         let mut hs = contents.hard_state.clone();
+        if crate::bugs::active(crate::bugs::Bug::ForgetVote) {
+            hs.vote = 0;
+        }
         // Everything applied was committed; the commit index in the HardState may lag because it is
         // persisted lazily.
         hs.commit = hs.commit.max(applied).max(snapshot_index);
@@ -125,7 +128,11 @@ pub fn raft_config(cfg: &NodeConfig, applied: u64) -> ::raft::Config {
         id: cfg.id,
         election_tick: cfg.election_ticks,
         heartbeat_tick: cfg.heartbeat_ticks,
-        applied,
+        applied: if crate::bugs::active(crate::bugs::Bug::SkipConsistentIndex) {
+            0
+        } else {
+            applied
+        },
         max_size_per_msg: 1024 * 1024,
         max_inflight_msgs: 256,
         check_quorum: true,

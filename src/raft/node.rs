@@ -297,6 +297,9 @@ impl Node {
     fn handle(&mut self, cmd: Command) {
         match cmd {
             Command::Propose { request, reply } => self.propose(request, reply),
+            Command::ReadIndex { reply } if crate::bugs::active(crate::bugs::Bug::StaleRead) => {
+                drop(reply.send(Ok(())))
+            }
             Command::ReadIndex { reply } => self.pending_reads.push(reply),
             Command::ConfChange {
                 change,
@@ -637,7 +640,7 @@ impl Node {
             self.raw.mut_store().wl().set_hardstate(hs.clone());
             synced = true;
         }
-        if synced {
+        if synced && !crate::bugs::active(crate::bugs::Bug::EarlyAck) {
             let started = self.clock.now();
             self.wal.sync().map_err(|e| NodeError::Wal(e.to_string()))?;
             self.metrics
@@ -708,7 +711,9 @@ impl Node {
     fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<(), NodeError> {
         for entry in entries {
             let index = entry.index;
-            if index <= self.store.consistent_index() {
+            if index <= self.store.consistent_index()
+                && !crate::bugs::active(crate::bugs::Bug::SkipConsistentIndex)
+            {
                 // Already in the backend: WAL replay after a restart. Applying again would
                 // duplicate revisions, so skip it (the consistent index makes replay idempotent).
                 continue;
