@@ -42,8 +42,11 @@ pub const SNAPSHOT_MAGIC: &[u8] = b"CAIRNSNAP1";
 /// Largest key or value a snapshot record may carry (LMDB's own limits are far below).
 pub const SNAPSHOT_RECORD_BYTES_MAX: usize = 64 * 1024 * 1024;
 
+/// One record of a snapshot file: tag (1 = kv, 2 = meta), key, value.
+pub type SnapshotRecord<'a> = (u8, &'a [u8], &'a [u8]);
+
 /// Checks a snapshot file's framing and checksum and returns its records (tag, key, value).
-pub fn parse_snapshot(bytes: &[u8]) -> Result<Vec<(u8, &[u8], &[u8])>, MvccError> {
+pub fn parse_snapshot(bytes: &[u8]) -> Result<Vec<SnapshotRecord<'_>>, MvccError> {
     let bad = |why: &str| MvccError::Corrupt(format!("snapshot: {why}"));
     if bytes.len() < SNAPSHOT_MAGIC.len() + 5 || !bytes.starts_with(SNAPSHOT_MAGIC) {
         return Err(bad("not a cairn snapshot"));
@@ -701,7 +704,6 @@ impl Store {
             put(&mut out, v)?;
         }
         put(&mut out, &[0])?;
-        drop(put);
         out.write_all(&crc.finalize().to_le_bytes())?;
         let file = out
             .into_inner()

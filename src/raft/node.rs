@@ -73,6 +73,11 @@ pub enum Command {
     },
 }
 
+/// Where a membership change is answered: the member list after it, and the raft term.
+pub type ConfChangeReply = oneshot::Sender<Result<(Vec<Member>, u64), RequestError>>;
+/// Where a leadership transfer is answered.
+pub type TransferReply = oneshot::Sender<Result<(), RequestError>>;
+
 /// A learner may be promoted once it has at least this share (in percent) of the leader's log.
 pub const LEARNER_READY_PERCENT: u64 = 90;
 
@@ -161,8 +166,9 @@ pub struct Node {
     events: tokio::sync::broadcast::Sender<Arc<Vec<Event>>>,
     metrics: Arc<Metrics>,
     members: Vec<Member>,
-    conf_waiters: HashMap<u64, oneshot::Sender<Result<(Vec<Member>, u64), RequestError>>>,
-    transfers: Vec<(u64, Duration, oneshot::Sender<Result<(), RequestError>>)>,
+    conf_waiters: HashMap<u64, ConfChangeReply>,
+    /// Leadership transfers in flight: transferee, deadline, waiter.
+    transfers: Vec<(u64, Duration, TransferReply)>,
     lessor: Arc<Lessor>,
     last_leader: u64,
     waiters: HashMap<u64, oneshot::Sender<ProposalResult>>,

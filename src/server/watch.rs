@@ -12,9 +12,10 @@
 //!
 //! Events come from two places. The node publishes the events of every applied revision once, on
 //! a bounded broadcast channel ([`Server::subscribe_events`]): the *live feed*. Older revisions
-//! are in the store, and [`Store::events_between`] replays them, with `prev_kv`. A watcher whose
-//! start revision is at or below the current revision needs history first and the feed after it,
-//! and the switch must neither lose nor repeat a revision. Two facts make it exact:
+//! are in the store, and [`Store::events_between`](crate::mvcc::Store::events_between) replays
+//! them, with `prev_kv`. A watcher whose start revision is at or below the current revision needs
+//! history first and the feed after it, and the switch must neither lose nor repeat a revision.
+//! Two facts make it exact:
 //!
 //! 1. The stream subscribes to the feed when it opens, before any watcher reads history.
 //! 2. The node commits a revision to the store before it publishes it on the feed.
@@ -318,8 +319,9 @@ impl WatchStream {
         } else {
             create.key
         };
-        let refusal = if matches!(KeySpan::new(&key, &create.range_end), KeySpan::Range(k, e) if k >= e)
-        {
+        let empty_range =
+            matches!(KeySpan::new(&key, &create.range_end), KeySpan::Range(k, e) if k >= e);
+        let refusal = if empty_range {
             Some(EMPTY_RANGE_REASON)
         } else if create.watch_id != 0 && self.watchers.contains_key(&create.watch_id) {
             Some(DUPLICATE_ID_REASON)
@@ -743,7 +745,10 @@ mod tests {
             ..WatchResponse::default()
         };
         // Below the limit, or a single event: sent as is.
-        assert_eq!(fragments(response.clone(), 1 << 20), [response.clone()]);
+        assert_eq!(
+            fragments(response.clone(), 1 << 20),
+            std::slice::from_ref(&response)
+        );
         let single = WatchResponse {
             events: vec![event("k", 9, 1000)],
             ..WatchResponse::default()
