@@ -147,7 +147,7 @@ impl CallError {
         }
     }
 
-    fn from_status(s: &Status) -> Self {
+    pub fn from_status(s: &Status) -> Self {
         CallError::new(s.code(), s.message())
     }
 
@@ -261,6 +261,33 @@ impl Client {
 
     pub fn set_token(&mut self, token: Option<String>) {
         self.token = token;
+    }
+
+    /// A connected channel for a stream, dialling (with grpc-go's backoff) until one endpoint
+    /// answers or the deadline passes; without a deadline it waits for ever, as clientv3's
+    /// streams do (they wait for a ready connection).
+    pub async fn connect(&mut self, deadline: Option<Instant>) -> Result<Channel, CallError> {
+        self.channel(deadline).await
+    }
+
+    /// Drops the connection after a stream failed on it, so the next call redials.
+    pub fn forget_connection(&mut self) {
+        self.channel = None;
+    }
+
+    /// A request for a stream: clientv3's metadata and no timeout.
+    pub fn stream_request<M>(&self, msg: M) -> tonic::Request<M> {
+        let mut r = tonic::Request::new(msg);
+        r.metadata_mut().insert(
+            "client-api-version",
+            tonic::metadata::MetadataValue::from_static("3.4"),
+        );
+        if let Some(token) = &self.token {
+            if let Ok(v) = tonic::metadata::MetadataValue::try_from(token.as_str()) {
+                r.metadata_mut().insert("token", v);
+            }
+        }
+        r
     }
 
     /// A unary call with clientv3's retries and logging. `request_bytes` is the encoded size of
@@ -492,6 +519,39 @@ async fn dial(ep: &str, left: Option<Duration>) -> Result<Channel, DialError> {
         }
         DialError::Failed(format!("dial tcp {address}: {e}"))
     })
+}
+
+/// How many requests a stream's sending half holds before the sender waits.
+pub const STREAM_QUEUE_MAX: usize = 64;
+
+/// The sending half of a bidirectional stream: a queue, and the stream tonic sends from it.
+/// Requests queued before the call starts go out with it, which matters because etcd (grpc-go)
+/// sends a stream's response headers only with its first message, so a call whose first request
+/// waited for the headers would never start.
+pub fn outbound<M: Send + 'static>(
+    initial: Vec<M>,
+) -> (
+    tokio::sync::mpsc::Sender<M>,
+    impl futures::Stream<Item = M> + Send + 'static,
+) {
+    assert!(
+        initial.len() <= STREAM_QUEUE_MAX,
+        "the first requests fit the queue"
+    );
+    let (tx, rx) = tokio::sync::mpsc::channel(STREAM_QUEUE_MAX);
+    for m in initial {
+        let queued = tx.try_send(m);
+        debug_assert!(queued.is_ok(), "the queue has room for the first requests");
+    }
+    let stream =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+    (tx, stream)
+}
+
+/// Whether clientv3 gives up on a stream after this error (`isHaltErr`): anything but
+/// `Unavailable` and `Internal` is final.
+pub fn is_halt(code: Code) -> bool {
+    code != Code::Unavailable && code != Code::Internal
 }
 
 /// The receive limit to set on every generated client.

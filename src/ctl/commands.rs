@@ -1,4 +1,5 @@
-//! The commands: `get`, `put`, `del`, `txn`, `compaction`, `endpoint status|health`, `version`.
+//! The commands: `get`, `put`, `del`, `txn`, `compaction`, `endpoint status|health|hashkv`,
+//! `version`. (`member` and `move-leader`, `lease` and `watch` have modules of their own.)
 //!
 //! Each follows its etcdctl counterpart step by step, because the order of the steps is visible:
 //! arguments are validated first (so a usage error never waits on the network), then the client
@@ -11,25 +12,28 @@ use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use prost::Message;
+use tonic::transport::Channel;
 
 use crate::proto::etcdserverpb::auth_client::AuthClient;
 use crate::proto::etcdserverpb::cluster_client::ClusterClient;
 use crate::proto::etcdserverpb::kv_client::KvClient;
 use crate::proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use crate::proto::etcdserverpb::{
-    request_op, AuthenticateRequest, CompactionRequest, DeleteRangeRequest, MemberListRequest,
-    PutRequest, RangeRequest, RangeResponse, RequestOp, StatusRequest, TxnRequest,
+    request_op, AuthenticateRequest, CompactionRequest, DeleteRangeRequest, HashKvRequest,
+    MemberListRequest, PutRequest, RangeRequest, RangeResponse, RequestOp, StatusRequest,
+    TxnRequest,
 };
 
 use super::client::{self, CallError, Client, Retry, TargetStyle};
 use super::flags::{env_name, EnvNotice, Flags};
-use super::printer::{EpHealth, EpStatus, Format, Printer};
+use super::printer::{EpHashKv, EpHealth, EpStatus, Format, Printer};
 use super::{
     clock, gofmt, ops, txn_parse, Console, Fail, EXIT_BAD_ARGS, EXIT_BAD_CONNECTION,
     EXIT_BAD_FEATURE, EXIT_ERROR, EXIT_INVALID_INPUT,
 };
 
 /// What every networked command needs, read the way etcdctl's `clientConfigFromCmd` reads it.
+#[derive(Clone)]
 pub struct Config {
     pub endpoints: Vec<String>,
     pub command_timeout: Duration,
@@ -40,7 +44,7 @@ pub struct Config {
 }
 
 impl Config {
-    fn deadline(&self) -> Instant {
+    pub fn deadline(&self) -> Instant {
         clock::now() + self.command_timeout
     }
 }
@@ -200,7 +204,11 @@ fn ask_password(io: &mut Console<'_>) -> Result<String, Fail> {
 
 /// clientv3's `getToken`: authenticates within the dial timeout. A server without auth is not
 /// an error (the client then sends no token).
-async fn authenticate(c: &mut Client, log: &mut dyn Write, cfg: &Config) -> Result<(), CallError> {
+pub(super) async fn authenticate(
+    c: &mut Client,
+    log: &mut dyn Write,
+    cfg: &Config,
+) -> Result<(), CallError> {
     let Some((name, password)) = cfg.auth.clone() else {
         return Ok(());
     };
@@ -231,7 +239,7 @@ async fn authenticate(c: &mut Client, log: &mut dyn Write, cfg: &Config) -> Resu
 
 /// etcdctl's `mustClientFromCmd`: a client over all endpoints, authenticated; a failure to
 /// authenticate is a bad connection (exit 2).
-async fn open_client(cfg: &Config, log: &mut dyn Write) -> Result<Client, Fail> {
+pub(super) async fn open_client(cfg: &Config, log: &mut dyn Write) -> Result<Client, Fail> {
     let mut c = Client::new(cfg.endpoints.clone(), TargetStyle::Balancer);
     authenticate(&mut c, log, cfg)
         .await
@@ -239,7 +247,30 @@ async fn open_client(cfg: &Config, log: &mut dyn Write) -> Result<Client, Fail> 
     Ok(c)
 }
 
-fn failed(e: CallError) -> Fail {
+/// One unary call with clientv3's retries: `rpc` makes the call on a channel with a request
+/// that already carries the metadata and the time left.
+pub(super) async fn call<Req, Resp, F, Fut>(
+    c: &mut Client,
+    log: &mut dyn Write,
+    deadline: Option<Instant>,
+    retry: Retry,
+    req: &Req,
+    rpc: F,
+) -> Result<Resp, CallError>
+where
+    Req: Message + Clone,
+    F: Fn(Channel, tonic::Request<Req>) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
+{
+    let size = req.encoded_len();
+    c.unary(log, deadline, retry, size, |a| {
+        let fut = rpc(a.channel.clone(), a.request(req.clone()));
+        async move { fut.await.map(tonic::Response::into_inner) }
+    })
+    .await
+}
+
+pub(super) fn failed(e: CallError) -> Fail {
     Fail::Error(EXIT_ERROR, e.etcdctl_text())
 }
 
@@ -504,7 +535,7 @@ pub fn version(io: &mut Console<'_>) -> Result<(), Fail> {
 
 /// etcdctl's `endpointsFromCluster`: the `--endpoints` list, or with `--cluster` every client URL
 /// in the member list (read without authenticating).
-async fn target_endpoints(
+pub(super) async fn target_endpoints(
     flags: &Flags,
     cfg: &Config,
     io: &mut Console<'_>,
@@ -601,6 +632,61 @@ pub async fn endpoint_status(
         return Err(Fail::Exit(EXIT_ERROR));
     }
     Ok(())
+}
+
+/// etcdctl's `endpoint hashkv`: each endpoint's hash of its key-value history up to `--rev`,
+/// read through a direct dial of that endpoint. A failure is reported, the rest are printed, and
+/// the last failure ends the command.
+pub async fn endpoint_hashkv(
+    mut flags: Flags,
+    inherited: &[&'static str],
+    env: &[(String, String)],
+    io: &mut Console<'_>,
+) -> Result<(), Fail> {
+    let cfg = client_config(&mut flags, inherited, env, io)?;
+    let mut main = open_client(&cfg, io.err).await?;
+    let endpoints = target_endpoints(&flags, &cfg, io).await?;
+    let req = HashKvRequest {
+        revision: flags.int("rev"),
+    };
+    let mut list = Vec::new();
+    let mut last_error = None;
+    for ep in endpoints {
+        let mut c = Client::new(vec![ep.clone()], TargetStyle::Passthrough);
+        let result = match authenticate(&mut main, io.err, &cfg).await {
+            Err(e) => Err(e),
+            Ok(()) => {
+                c.set_token(main.token());
+                call(
+                    &mut c,
+                    io.err,
+                    Some(cfg.deadline()),
+                    Retry::Repeatable,
+                    &req,
+                    |ch, r| async move {
+                        MaintenanceClient::new(ch)
+                            .max_decoding_message_size(client::recv_limit())
+                            .hash_kv(r)
+                            .await
+                    },
+                )
+                .await
+            }
+        };
+        match result {
+            Ok(hash) => list.push(EpHashKv { endpoint: ep, hash }),
+            Err(e) => {
+                let text = e.etcdctl_text();
+                let _ = writeln!(io.err, "Failed to get the hash of endpoint {ep} ({text})");
+                last_error = Some(text);
+            }
+        }
+    }
+    cfg.printer.endpoint_hashkv(io.out, &list)?;
+    match last_error {
+        Some(text) => Err(Fail::Error(EXIT_ERROR, text)),
+        None => Ok(()),
+    }
 }
 
 /// One endpoint's health check: a linearizable get of the key "health". (etcdctl 3.5 also

@@ -19,6 +19,8 @@ pub enum Kind {
     Int,
     Duration,
     Slice,
+    /// A flag that takes any value and keeps none (etcdctl's `discardValue`).
+    Discard,
 }
 
 /// One flag definition.
@@ -111,6 +113,7 @@ impl Flags {
                 Kind::Int => Value::Int(d.default.parse().unwrap_or(0)),
                 Kind::Duration => Value::Duration(gofmt::parse_duration(d.default).unwrap_or(0)),
                 Kind::Slice => Value::Slice(split_csv(d.default)),
+                Kind::Discard => Value::Str(String::new()),
             };
             values.insert(d.name, v);
         }
@@ -118,6 +121,15 @@ impl Flags {
             defs: defs.to_vec(),
             values,
             changed: HashSet::new(),
+        }
+    }
+
+    /// Adds a flag after parsing (as etcdctl adds flags to a command's inherited set before
+    /// reading the environment).
+    pub fn define(&mut self, d: Def) {
+        if !self.has(d.name) {
+            self.defs.push(d);
+            self.values.insert(d.name, Value::Str(String::new()));
         }
     }
 
@@ -153,6 +165,7 @@ impl Flags {
             Kind::Str => Value::Str(value.to_string()),
             Kind::Int => Value::Int(gofmt::parse_int(value, 0)?),
             Kind::Duration => Value::Duration(gofmt::parse_duration(value)?),
+            Kind::Discard => Value::Str(String::new()),
             Kind::Slice => {
                 let mut items = split_csv(value);
                 if self.changed.contains(d.name) {

@@ -326,6 +326,48 @@ pub fn parse_int(s: &str, base: u32) -> Result<i64, String> {
     Ok((if neg { -v } else { v }) as i64)
 }
 
+/// `strconv.ParseUint(s, base, 64)` for base 10 or 16 (no sign, prefix or underscores), with
+/// Go's error texts.
+pub fn parse_uint(s: &str, base: u32) -> Result<u64, String> {
+    let fail = |what: &str| format!("strconv.ParseUint: parsing {}: {what}", quote(s.as_bytes()));
+    if s.is_empty() {
+        return Err(fail("invalid syntax"));
+    }
+    let mut value: u64 = 0;
+    let mut overflow = false;
+    for c in s.chars() {
+        let Some(d) = c.to_digit(base) else {
+            return Err(fail("invalid syntax"));
+        };
+        match value
+            .checked_mul(u64::from(base))
+            .and_then(|v| v.checked_add(u64::from(d)))
+        {
+            Some(v) => value = v,
+            None => overflow = true,
+        }
+    }
+    if overflow {
+        return Err(fail("value out of range"));
+    }
+    Ok(value)
+}
+
+/// Go's `fmt.Sprintf("%016x", v)` of a signed integer: zero-padded hex, the sign counting
+/// towards the width.
+pub fn hex016(v: i64) -> String {
+    if v < 0 {
+        format!("-{:015x}", v.unsigned_abs())
+    } else {
+        format!("{v:016x}")
+    }
+}
+
+/// Go's `%v` of a `[]string`: the elements between brackets, separated by spaces.
+pub fn string_slice(items: &[String]) -> String {
+    format!("[{}]", items.join(" "))
+}
+
 /// go-humanize's `Bytes`: SI units, "20 kB", "1.5 MB", "9 B".
 pub fn humanize_bytes(size: u64) -> String {
     const SIZES: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
@@ -499,6 +541,33 @@ pub fn capnslog_time(unix_secs: i64, nanos: u32, offset_secs: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parse_uint_hex_like_strconv() {
+        assert_eq!(parse_uint("8b467035691db75e", 16), Ok(0x8b467035691db75e));
+        assert_eq!(parse_uint("FF", 16), Ok(255));
+        for bad in ["", "-5", "+5", "0x10", "zz"] {
+            assert_eq!(
+                parse_uint(bad, 16),
+                Err(format!(
+                    "strconv.ParseUint: parsing {}: invalid syntax",
+                    quote(bad.as_bytes())
+                ))
+            );
+        }
+        assert_eq!(
+            parse_uint("ffffffffffffffffff", 16),
+            Err("strconv.ParseUint: parsing \"ffffffffffffffffff\": value out of range".into())
+        );
+    }
+
+    #[test]
+    fn hex016_pads_like_go() {
+        assert_eq!(hex016(0x1234), "0000000000001234");
+        assert_eq!(hex016(0x2dfca217e9fb6505), "2dfca217e9fb6505");
+        assert_eq!(hex016(-0x10), "-000000000000010");
+        assert_eq!(string_slice(&["k1".into(), "k 2".into()]), "[k1 k 2]");
+    }
 
     #[test]
     fn quote_matches_go_strconv_quote() {

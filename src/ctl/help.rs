@@ -15,6 +15,21 @@ pub const COMPACTION: &str = include_str!("texts/compaction.txt");
 pub const ENDPOINT: &str = include_str!("texts/endpoint.txt");
 pub const ENDPOINT_HEALTH: &str = include_str!("texts/endpoint_health.txt");
 pub const ENDPOINT_STATUS: &str = include_str!("texts/endpoint_status.txt");
+pub const ENDPOINT_HASHKV: &str = include_str!("texts/endpoint_hashkv.txt");
+pub const MOVE_LEADER: &str = include_str!("texts/move_leader.txt");
+pub const WATCH: &str = include_str!("texts/watch.txt");
+pub const LEASE: &str = include_str!("texts/lease.txt");
+pub const LEASE_GRANT: &str = include_str!("texts/lease_grant.txt");
+pub const LEASE_REVOKE: &str = include_str!("texts/lease_revoke.txt");
+pub const LEASE_TIMETOLIVE: &str = include_str!("texts/lease_timetolive.txt");
+pub const LEASE_LIST: &str = include_str!("texts/lease_list.txt");
+pub const LEASE_KEEP_ALIVE: &str = include_str!("texts/lease_keep_alive.txt");
+pub const MEMBER: &str = include_str!("texts/member.txt");
+pub const MEMBER_ADD: &str = include_str!("texts/member_add.txt");
+pub const MEMBER_REMOVE: &str = include_str!("texts/member_remove.txt");
+pub const MEMBER_UPDATE: &str = include_str!("texts/member_update.txt");
+pub const MEMBER_LIST: &str = include_str!("texts/member_list.txt");
+pub const MEMBER_PROMOTE: &str = include_str!("texts/member_promote.txt");
 pub const VERSION: &str = include_str!("texts/version.txt");
 
 /// cobra's default usage text for the `get`/`put`/`del` commands that etcdctl builds to parse a
@@ -33,3 +48,9 @@ pub const PANIC_LEASE_UNKNOWN_RESULT_OP: &str =
 /// The panic of `Argify` on a single-quoted word; `%MESSAGE%` and `%LEN%` (the line's length in
 /// bytes, in hex) are filled in.
 pub const PANIC_ARGIFY: &str = include_str!("texts/panic_argify.txt");
+/// The nil-interface panic of `member promote` in a format other than simple; `%ARGC%` is the
+/// number of arguments cobra handed the command, in hex.
+pub const PANIC_MEMBER_PROMOTE: &str = include_str!("texts/panic_member_promote.txt");
+/// `Argify`'s panic on an interactive `watch` line; see `PanicSite::WatchArgifySlice` for the
+/// placeholders.
+pub const PANIC_WATCH_ARGIFY: &str = include_str!("texts/panic_watch_argify.txt");

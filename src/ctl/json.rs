@@ -68,8 +68,7 @@ impl Obj {
         if v.is_empty() {
             self
         } else {
-            let encoded = base64::engine::general_purpose::STANDARD.encode(v);
-            self.raw(name, &format!("\"{encoded}\""))
+            self.raw(name, &base64(v))
         }
     }
 
@@ -102,6 +101,14 @@ impl Obj {
     pub fn finish(self) -> String {
         format!("{{{}}}", self.buf)
     }
+}
+
+/// Go's json of a `[]byte`: a base64 string (standard alphabet, padded).
+pub fn base64(v: &[u8]) -> String {
+    format!(
+        "\"{}\"",
+        ::base64::engine::general_purpose::STANDARD.encode(v)
+    )
 }
 
 /// A JSON array of already-encoded elements.

@@ -12,8 +12,10 @@
 //!
 //! # What it covers
 //!
-//! `get`, `put`, `del`, `txn` (with `-i`), `compaction`, `endpoint status`, `endpoint health`
-//! (both with `--cluster`), `version` and `help`, with the global flags `--endpoints`,
+//! `get`, `put`, `del`, `txn` (with `-i`), `compaction`, `endpoint status|health|hashkv` (with
+//! `--cluster`), `member list|add|remove|update|promote`, `move-leader`,
+//! `lease grant|revoke|timetolive|list|keep-alive`, `watch` (with `-i` and `-- <command>`),
+//! `version` and `help`, with the global flags `--endpoints`,
 //! `--dial-timeout`, `--command-timeout`, `--hex`, `-w simple|json|fields|table|protobuf`,
 //! `--user`/`--password` and `--debug`, each also read from its `ETCDCTL_*` variable. The
 //! keepalive flags and `--insecure-skip-tls-verify` are accepted and ignored; TLS files and DNS
@@ -34,12 +36,15 @@
 //! * `printer`, `json`, `table`: the five output formats;
 //! * `gofmt`: Go's `%q`, durations, integer parsing errors and humanized sizes;
 //! * `txn_parse` and `ops`: the transaction language and the get/put/del requests;
-//! * `commands`: the commands themselves, step by step in etcdctl's order;
+//! * `commands`: the commands themselves, step by step in etcdctl's order; `member` (with
+//!   `move-leader`), `lease` and `watch` hold their families' commands and printers, and
+//!   `go_url` the peer-URL check clientv3 makes before a membership change;
 //! * `help` and `texts/`: help texts and panic traces, verbatim.
 //!
 //! The process exits with etcdctl's codes: 1 for errors, 2 for a bad connection (and for the
-//! panics etcdctl 3.4.23 has on some `txn` input, which are reproduced), 3 for invalid input, 4
-//! for an unsupported feature, and 128 for bad arguments.
+//! panics etcdctl 3.4.23 has on some `txn` input and when it prints `member promote` in any
+//! format but simple, which are reproduced), 3 for invalid input, 4 for an unsupported feature, 5
+//! when a watch ends, and 128 for bad arguments.
 
 use std::io::{BufRead, Write};
 
@@ -47,13 +52,17 @@ mod client;
 mod clock;
 mod commands;
 mod flags;
+mod go_url;
 mod gofmt;
 mod help;
 mod json;
+mod lease;
+mod member;
 mod ops;
 mod printer;
 mod table;
 mod txn_parse;
+mod watch;
 
 use flags::{Def, Flags, Kind, CLUSTER, GLOBAL, HELP};
 use txn_parse::PanicSite;
@@ -143,6 +152,33 @@ pub async fn run_with(args: &[String], env: &[(String, String)], io: &mut Consol
                 } => help::PANIC_ARGIFY
                     .replace("%MESSAGE%", &message)
                     .replace("%LEN%", &format!("{line_bytes:#x}")),
+                PanicSite::MemberPromotePrinter { args } => {
+                    help::PANIC_MEMBER_PROMOTE.replace("%ARGC%", &format!("{args:#x}"))
+                }
+                PanicSite::WatchArgifySlice {
+                    message,
+                    line_bytes,
+                    os_args,
+                    args,
+                    positional,
+                    env_key_bytes,
+                    env_range_bytes,
+                } => {
+                    // A Go string argument shows as {pointer, length}; the pointers are
+                    // arbitrary (they differ from run to run in etcdctl too).
+                    let string = |pointer: &str, len: Option<usize>| match len {
+                        None => "{0x0, 0x0}".to_string(),
+                        Some(len) => format!("{{{pointer}, {len:#x}}}"),
+                    };
+                    help::PANIC_WATCH_ARGIFY
+                        .replace("%MESSAGE%", &message)
+                        .replace("%LEN%", &format!("{line_bytes:#x}"))
+                        .replace("%OSARGS%", &format!("{os_args:#x}"))
+                        .replace("%POS%", &format!("{positional:#x}"))
+                        .replace("%ARGC%", &format!("{args:#x}"))
+                        .replace("%ENVKEY%", &string("0xc00003e0b6", env_key_bytes))
+                        .replace("%ENVRANGE%", &string("0xc00003e0d4", env_range_bytes))
+                }
             };
             let _ = io.err.write_all(text.as_bytes());
             EXIT_PANIC
@@ -180,6 +216,11 @@ const ROOT_COMMANDS: &[&str] = &[
 ];
 
 const ENDPOINT_COMMANDS: &[&str] = &["health", "status", "hashkv"];
+const MEMBER_COMMANDS: &[&str] = &["add", "remove", "update", "list", "promote"];
+const LEASE_COMMANDS: &[&str] = &["grant", "revoke", "timetolive", "list", "keep-alive"];
+
+/// etcdctl exits with this when a watch ends (`ExitInterrupted`).
+pub const EXIT_INTERRUPTED: i32 = 5;
 
 /// A command cairnctl runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -193,6 +234,21 @@ enum Command {
     Endpoint,
     EndpointHealth,
     EndpointStatus,
+    EndpointHashKv,
+    MoveLeader,
+    Watch,
+    Lease,
+    LeaseGrant,
+    LeaseRevoke,
+    LeaseTimeToLive,
+    LeaseList,
+    LeaseKeepAlive,
+    Member,
+    MemberAdd,
+    MemberRemove,
+    MemberUpdate,
+    MemberList,
+    MemberPromote,
     Version,
     Help,
     /// An etcdctl command cairnctl does not implement.
@@ -226,6 +282,21 @@ impl Command {
             Command::Endpoint | Command::EndpointHealth | Command::EndpointStatus => {
                 vec![HELP, CLUSTER]
             }
+            Command::EndpointHashKv => vec![
+                HELP,
+                CLUSTER,
+                Def {
+                    name: "rev",
+                    short: None,
+                    kind: Kind::Int,
+                    default: "0",
+                },
+            ],
+            Command::Watch => watch::FLAGS.to_vec(),
+            Command::LeaseTimeToLive => vec![HELP, local("keys", Kind::Bool)],
+            Command::LeaseKeepAlive => vec![HELP, local("once", Kind::Bool)],
+            Command::MemberAdd => vec![HELP, local("learner", Kind::Bool), member::PEER_URLS],
+            Command::MemberUpdate => vec![HELP, member::PEER_URLS],
             _ => vec![HELP],
         };
         defs.extend_from_slice(GLOBAL);
@@ -235,8 +306,14 @@ impl Command {
     /// The flags inherited from parents, which `ETCDCTL_*` variables may set.
     fn inherited(self) -> Vec<&'static str> {
         let mut names: Vec<&'static str> = GLOBAL.iter().map(|d| d.name).collect();
-        if matches!(self, Command::EndpointHealth | Command::EndpointStatus) {
+        if matches!(
+            self,
+            Command::EndpointHealth | Command::EndpointStatus | Command::EndpointHashKv
+        ) {
             names.push(CLUSTER.name);
+        }
+        if self == Command::Watch {
+            names.extend(watch::ENV_ONLY.iter().map(|d| d.name));
         }
         names.sort_unstable();
         names
@@ -252,6 +329,21 @@ impl Command {
             Command::Endpoint => help::ENDPOINT,
             Command::EndpointHealth => help::ENDPOINT_HEALTH,
             Command::EndpointStatus => help::ENDPOINT_STATUS,
+            Command::EndpointHashKv => help::ENDPOINT_HASHKV,
+            Command::MoveLeader => help::MOVE_LEADER,
+            Command::Watch => help::WATCH,
+            Command::Lease => help::LEASE,
+            Command::LeaseGrant => help::LEASE_GRANT,
+            Command::LeaseRevoke => help::LEASE_REVOKE,
+            Command::LeaseTimeToLive => help::LEASE_TIMETOLIVE,
+            Command::LeaseList => help::LEASE_LIST,
+            Command::LeaseKeepAlive => help::LEASE_KEEP_ALIVE,
+            Command::Member => help::MEMBER,
+            Command::MemberAdd => help::MEMBER_ADD,
+            Command::MemberRemove => help::MEMBER_REMOVE,
+            Command::MemberUpdate => help::MEMBER_UPDATE,
+            Command::MemberList => help::MEMBER_LIST,
+            Command::MemberPromote => help::MEMBER_PROMOTE,
             Command::Version => help::VERSION,
             Command::Root | Command::Help | Command::Missing(_) => help::ROOT,
         }
@@ -343,6 +435,25 @@ fn unknown_command(word: &str) -> String {
     msg
 }
 
+/// cobra's `Find` one level down: the subcommand of `parent` named by the first word of `rest`
+/// (by prefix too), or the parent itself, which prints its help, when no word names one.
+fn find_sub(
+    rest: &[String],
+    parent: Command,
+    names: &[&'static str],
+    command: impl Fn(&str) -> Command,
+) -> (Command, Vec<String>) {
+    let parent_flags = Flags::new(&parent.local_flags());
+    let words = strip_flags(rest, &parent_flags);
+    match words
+        .first()
+        .and_then(|w| find_next(w, names).map(|n| (w, n)))
+    {
+        Some((word, name)) => (command(name), without_first(rest, word)),
+        None => (parent, rest.to_vec()),
+    }
+}
+
 /// cobra's `Find`: the command named by `args` and the arguments left for it.
 fn find(args: &[String]) -> Result<(Command, Vec<String>), String> {
     let root_flags = Flags::new(&Command::Root.local_flags());
@@ -363,18 +474,47 @@ fn find(args: &[String]) -> Result<(Command, Vec<String>), String> {
         "version" => Command::Version,
         "help" => Command::Help,
         "endpoint" => {
-            let ep_flags = Flags::new(&Command::Endpoint.local_flags());
-            let words = strip_flags(&rest, &ep_flags);
-            let sub = words
-                .first()
-                .and_then(|w| find_next(w, ENDPOINT_COMMANDS).map(|n| (w, n)));
-            return Ok(match sub {
-                Some((w, "health")) => (Command::EndpointHealth, without_first(&rest, w)),
-                Some((w, "status")) => (Command::EndpointStatus, without_first(&rest, w)),
-                Some((_, other)) => (Command::Missing(other), rest),
-                None => (Command::Endpoint, rest),
-            });
+            return Ok(find_sub(
+                &rest,
+                Command::Endpoint,
+                ENDPOINT_COMMANDS,
+                |name| match name {
+                    "health" => Command::EndpointHealth,
+                    "status" => Command::EndpointStatus,
+                    _ => Command::EndpointHashKv,
+                },
+            ));
         }
+        "member" => {
+            return Ok(find_sub(
+                &rest,
+                Command::Member,
+                MEMBER_COMMANDS,
+                |name| match name {
+                    "add" => Command::MemberAdd,
+                    "remove" => Command::MemberRemove,
+                    "update" => Command::MemberUpdate,
+                    "list" => Command::MemberList,
+                    _ => Command::MemberPromote,
+                },
+            ));
+        }
+        "lease" => {
+            return Ok(find_sub(
+                &rest,
+                Command::Lease,
+                LEASE_COMMANDS,
+                |name| match name {
+                    "grant" => Command::LeaseGrant,
+                    "revoke" => Command::LeaseRevoke,
+                    "timetolive" => Command::LeaseTimeToLive,
+                    "list" => Command::LeaseList,
+                    _ => Command::LeaseKeepAlive,
+                },
+            ));
+        }
+        "move-leader" => Command::MoveLeader,
+        "watch" => Command::Watch,
         other => Command::Missing(other),
     };
     Ok((command, rest))
@@ -421,7 +561,7 @@ async fn dispatch(
     }
     let inherited = command.inherited();
     match command {
-        Command::Root | Command::Endpoint => {
+        Command::Root | Command::Endpoint | Command::Member | Command::Lease => {
             let _ = io.out.write_all(command.help_text().as_bytes());
             Ok(())
         }
@@ -433,6 +573,29 @@ async fn dispatch(
         Command::Compaction => commands::compaction(flags, positional, &inherited, env, io).await,
         Command::EndpointStatus => commands::endpoint_status(flags, &inherited, env, io).await,
         Command::EndpointHealth => commands::endpoint_health(flags, &inherited, env, io).await,
+        Command::EndpointHashKv => commands::endpoint_hashkv(flags, &inherited, env, io).await,
+        Command::MoveLeader => member::move_leader(flags, positional, &inherited, env, io).await,
+        Command::MemberList => member::list(flags, &inherited, env, io).await,
+        Command::MemberAdd => member::add(flags, positional, &inherited, env, io).await,
+        Command::MemberRemove => member::remove(flags, positional, &inherited, env, io).await,
+        Command::MemberUpdate => member::update(flags, positional, &inherited, env, io).await,
+        Command::MemberPromote => {
+            member::promote(flags, positional, rest.len(), &inherited, env, io).await
+        }
+        Command::LeaseGrant => lease::grant(flags, positional, &inherited, env, io).await,
+        Command::LeaseRevoke => lease::revoke(flags, positional, &inherited, env, io).await,
+        Command::LeaseTimeToLive => {
+            lease::time_to_live(flags, positional, &inherited, env, io).await
+        }
+        Command::LeaseList => lease::list(flags, &inherited, env, io).await,
+        Command::LeaseKeepAlive => lease::keep_alive(flags, positional, &inherited, env, io).await,
+        Command::Watch => {
+            let raw = watch::Raw {
+                process: args,
+                command: rest.len(),
+            };
+            watch::watch(flags, positional, raw, &inherited, env, io).await
+        }
         Command::Version => commands::version(io),
         Command::Missing(_) => Ok(()),
     }
@@ -514,6 +677,31 @@ mod tests {
     }
 
     #[test]
+    fn subcommands_are_found_by_prefix_like_cobra() {
+        let cases: &[(&[&str], Command)] = &[
+            (&["mem", "li"], Command::MemberList),
+            (&["member", "--hex", "add", "x"], Command::MemberAdd),
+            (&["member", "pro", "1"], Command::MemberPromote),
+            (&["member", "bogus"], Command::Member),
+            (&["lease", "keep", "1"], Command::LeaseKeepAlive),
+            (&["lease", "t", "1"], Command::LeaseTimeToLive),
+            (&["lease"], Command::Lease),
+            (&["endpoint", "hash"], Command::EndpointHashKv),
+            (&["watch", "-i"], Command::Watch),
+            (&["move", "1"], Command::MoveLeader),
+        ];
+        for (argv, want) in cases {
+            assert_eq!(find(&args(argv)).unwrap().0, *want, "{argv:?}");
+        }
+        assert_eq!(
+            find(&args(&["member", "rem", "-w", "json", "1"]))
+                .unwrap()
+                .1,
+            args(&["-w", "json", "1"])
+        );
+    }
+
+    #[test]
     fn unknown_commands_suggest_like_cobra() {
         // etcdctl 3.4.23: `etcdctl gt foo` and `etcdctl Get foo`.
         assert_eq!(
@@ -564,14 +752,32 @@ mod tests {
             (&["get", "a", "--sort-by", "foo"], "Error: bad sort target foo\n", 4),
             (&["-w", "foo", "get", "a"], "Error: unsupported output format\n", 4),
             (&["--endpoints=", "get", "a"], "Error: etcdclient: no available endpoints\n", 2),
+            // The commands below, captured from etcdctl 3.4.23 the same way.
+            (&["member", "add"], "Error: member name not provided\n", 128),
+            (&["member", "add", "a", "b", "http://x:1"], "Error: too many arguments, did you mean --peer-urls=http://x:1\n", 128),
+            (&["member", "add", "a"], "Error: member peer urls not provided\n", 128),
+            (&["member", "remove"], "Error: member ID is not provided\n", 128),
+            (&["member", "update", "zz"], "Error: bad member ID arg (strconv.ParseUint: parsing \"zz\": invalid syntax), expecting ID in Hex\n", 128),
+            (&["member", "update", "1"], "Error: member peer urls not provided\n", 128),
+            (&["member", "promote", "-5"], "Error: unknown shorthand flag: '5' in -5\n\nError: unknown shorthand flag: '5' in -5\n", 1),
+            (&["move-leader"], "Error: move-leader command needs 1 argument\n", 128),
+            (&["move-leader", "zz"], "Error: strconv.ParseUint: parsing \"zz\": invalid syntax\n", 128),
+            (&["lease", "grant"], "Error: lease grant command needs TTL argument\n", 128),
+            (&["lease", "grant", "x"], "Error: bad TTL (strconv.ParseInt: parsing \"x\": invalid syntax)\n", 128),
+            (&["lease", "revoke", "zz"], "Error: bad lease ID arg (strconv.ParseInt: parsing \"zz\": invalid syntax), expecting ID in Hex\n", 128),
+            (&["lease", "timetolive"], "Error: lease timetolive command needs lease ID as argument\n", 128),
+            (&["lease", "keep-alive", "1", "2"], "Error: lease keep-alive command needs lease ID as argument\n", 128),
+            (&["watch"], "Error: bad number of arguments\n", 128),
+            (&["watch", "a", "--"], "Error: bad number of arguments (found separator --, but no commands)\n", 128),
+            (&["endpoint", "hashkv", "--rev=x"], "Error: invalid argument \"x\" for \"--rev\" flag: strconv.ParseInt: parsing \"x\": invalid syntax\n\nError: invalid argument \"x\" for \"--rev\" flag: strconv.ParseInt: parsing \"x\": invalid syntax\n", 1),
         ];
         for (argv, want_err, want_code) in cases {
             let (out, err, code) = run_offline(argv, "");
-            assert_eq!(
-                (out.as_str(), err.as_str(), code),
-                ("", *want_err, *want_code),
-                "{argv:?}"
-            );
+            // A flag error prints the command's help on stdout; the rest print nothing there.
+            if *want_code != 1 {
+                assert_eq!(out, "", "{argv:?}");
+            }
+            assert_eq!((err.as_str(), code), (*want_err, *want_code), "{argv:?}");
         }
     }
 
@@ -581,6 +787,25 @@ mod tests {
         assert_eq!(run_offline(&["txn", "--help"], "").0, help::TXN);
         assert_eq!(run_offline(&["help", "get"], "").0, help::GET);
         assert_eq!(run_offline(&["endpoint"], "").0, help::ENDPOINT);
+        assert_eq!(run_offline(&["member", "bogus"], "").0, help::MEMBER);
+        assert_eq!(run_offline(&["lease", "--help"], "").0, help::LEASE);
+        assert_eq!(
+            run_offline(&["help", "member", "add"], "").0,
+            help::MEMBER_ADD
+        );
+        assert_eq!(
+            run_offline(&["lease", "keep-alive", "-h"], "").0,
+            help::LEASE_KEEP_ALIVE
+        );
+        assert_eq!(
+            run_offline(&["endpoint", "hashkv", "-h"], "").0,
+            help::ENDPOINT_HASHKV
+        );
+        assert_eq!(run_offline(&["watch", "--help"], "").0, help::WATCH);
+        assert_eq!(
+            run_offline(&["move-leader", "--help"], "").0,
+            help::MOVE_LEADER
+        );
         assert_eq!(
             run_offline(&["version"], "").0,
             "etcdctl version: 3.4.23\nAPI version: 3.4\n"

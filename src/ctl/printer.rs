@@ -15,8 +15,8 @@ use std::io::Write;
 use prost::Message;
 
 use crate::proto::etcdserverpb::{
-    response_op, DeleteRangeResponse, PutResponse, RangeResponse, ResponseHeader, StatusResponse,
-    TxnResponse,
+    response_op, DeleteRangeResponse, HashKvResponse, PutResponse, RangeResponse, ResponseHeader,
+    StatusResponse, TxnResponse,
 };
 use crate::proto::mvccpb::KeyValue;
 
@@ -45,7 +45,7 @@ impl Format {
         })
     }
 
-    fn name(self) -> &'static str {
+    pub(super) fn name(self) -> &'static str {
         match self {
             Format::Simple => "simple",
             Format::Json => "json",
@@ -61,6 +61,13 @@ impl Format {
 pub struct EpStatus {
     pub endpoint: String,
     pub status: StatusResponse,
+}
+
+/// One endpoint's answer to `HashKV`.
+#[derive(Clone, Debug)]
+pub struct EpHashKv {
+    pub endpoint: String,
+    pub hash: HashKvResponse,
 }
 
 /// One endpoint's health.
@@ -81,21 +88,25 @@ pub struct Printer {
     pub value_only: bool,
 }
 
-fn unsupported(format: Format) -> Fail {
+pub(super) fn unsupported(format: Format) -> Fail {
     Fail::Error(
         EXIT_BAD_FEATURE,
         format!("{} not supported as output format", format.name()),
     )
 }
 
-fn out(w: &mut dyn Write, s: &str) {
+pub(super) fn out_bytes(w: &mut dyn Write, b: &[u8]) {
+    let _ = w.write_all(b);
+}
+
+pub(super) fn out(w: &mut dyn Write, s: &str) {
     let _ = w.write_all(s.as_bytes());
 }
 
 impl Printer {
     pub fn get(&self, w: &mut dyn Write, r: &RangeResponse) -> Result<(), Fail> {
         match self.format {
-            Format::Simple => out(w, &self.simple_get(r)),
+            Format::Simple => out_bytes(w, &self.simple_get(r)),
             Format::Json => out(w, &format!("{}\n", range_json(r))),
             Format::Fields => out(w, &fields_get(r)),
             Format::Protobuf => protobuf(w, r),
@@ -106,7 +117,7 @@ impl Printer {
 
     pub fn put(&self, w: &mut dyn Write, r: &PutResponse) -> Result<(), Fail> {
         match self.format {
-            Format::Simple => out(w, &self.simple_put(r)),
+            Format::Simple => out_bytes(w, &self.simple_put(r)),
             Format::Json => out(w, &format!("{}\n", put_json(r))),
             Format::Fields => out(w, &fields_put(r)),
             Format::Protobuf => protobuf(w, r),
@@ -117,7 +128,7 @@ impl Printer {
 
     pub fn del(&self, w: &mut dyn Write, r: &DeleteRangeResponse) -> Result<(), Fail> {
         match self.format {
-            Format::Simple => out(w, &self.simple_del(r)),
+            Format::Simple => out_bytes(w, &self.simple_del(r)),
             Format::Json => out(w, &format!("{}\n", del_json(r))),
             Format::Fields => out(w, &fields_del(r)),
             Format::Protobuf => protobuf(w, r),
@@ -128,7 +139,7 @@ impl Printer {
 
     pub fn txn(&self, w: &mut dyn Write, r: &TxnResponse) -> Result<(), Fail> {
         match self.format {
-            Format::Simple => out(w, &self.simple_txn(r)),
+            Format::Simple => out_bytes(w, &self.simple_txn(r)),
             Format::Json => out(w, &format!("{}\n", txn_json(r))),
             Format::Fields => out(w, &fields_txn(r)),
             Format::Protobuf => protobuf(w, r),
@@ -158,6 +169,54 @@ impl Printer {
             }
             Format::Fields => out(w, &fields_status(list)),
             Format::Table => out(w, &table::render(&STATUS_HEADER, &status_rows(list))),
+            Format::Protobuf => return Err(unsupported(self.format)),
+        }
+        Ok(())
+    }
+
+    pub fn endpoint_hashkv(&self, w: &mut dyn Write, list: &[EpHashKv]) -> Result<(), Fail> {
+        let rows = || -> Vec<Vec<String>> {
+            list.iter()
+                .map(|h| vec![h.endpoint.clone(), h.hash.hash.to_string()])
+                .collect()
+        };
+        match self.format {
+            Format::Simple => {
+                for row in rows() {
+                    out(w, &format!("{}\n", row.join(", ")));
+                }
+            }
+            Format::Json => {
+                // etcd 3.4's HashKVResponse: no hash_revision (that came in 3.5).
+                let items: Vec<String> = list
+                    .iter()
+                    .map(|h| {
+                        let hash = Obj::new()
+                            .opt("header", header_json(&h.hash.header))
+                            .uint("hash", u64::from(h.hash.hash))
+                            .int("compact_revision", h.hash.compact_revision)
+                            .finish();
+                        Obj::new()
+                            .raw("Endpoint", &json::string(h.endpoint.as_bytes()))
+                            .raw("HashKV", &hash)
+                            .finish()
+                    })
+                    .collect();
+                out(w, &format!("{}\n", json::array(&items)));
+            }
+            Format::Fields => {
+                let mut s = String::new();
+                for h in list {
+                    s.push_str(&fields_header(&h.hash.header));
+                    s.push_str(&format!(
+                        "\"Endpoint\" : {}\n",
+                        gofmt::quote(h.endpoint.as_bytes())
+                    ));
+                    s.push_str(&format!("\"Hash\" : {}\n\n", h.hash.hash));
+                }
+                out(w, &s);
+            }
+            Format::Table => out(w, &table::render(&["endpoint", "hash"], &rows())),
             Format::Protobuf => return Err(unsupported(self.format)),
         }
         Ok(())
@@ -242,61 +301,64 @@ impl Printer {
         Ok(())
     }
 
-    fn kv_lines(&self, kv: &KeyValue) -> String {
+    /// etcdctl's `printKV`: the key and value lines, as raw bytes (Go prints them unconverted,
+    /// so a value that is not UTF-8 reaches the terminal as it is).
+    pub(super) fn kv_lines(&self, kv: &KeyValue) -> Vec<u8> {
         let (k, v) = if self.hex {
-            (hex_escape(&kv.key), hex_escape(&kv.value))
-        } else {
             (
-                String::from_utf8_lossy(&kv.key).into_owned(),
-                String::from_utf8_lossy(&kv.value).into_owned(),
+                hex_escape(&kv.key).into_bytes(),
+                hex_escape(&kv.value).into_bytes(),
             )
+        } else {
+            (kv.key.clone(), kv.value.clone())
         };
-        if self.value_only {
-            format!("{v}\n")
-        } else {
-            format!("{k}\n{v}\n")
+        let mut b = Vec::with_capacity(k.len() + v.len() + 2);
+        if !self.value_only {
+            b.extend_from_slice(&k);
+            b.push(b'\n');
         }
+        b.extend_from_slice(&v);
+        b.push(b'\n');
+        b
     }
 
-    fn simple_get(&self, r: &RangeResponse) -> String {
-        r.kvs.iter().map(|kv| self.kv_lines(kv)).collect()
+    fn simple_get(&self, r: &RangeResponse) -> Vec<u8> {
+        r.kvs.iter().flat_map(|kv| self.kv_lines(kv)).collect()
     }
 
-    fn simple_put(&self, r: &PutResponse) -> String {
-        let mut s = String::from("OK\n");
+    fn simple_put(&self, r: &PutResponse) -> Vec<u8> {
+        let mut s = b"OK\n".to_vec();
         if let Some(kv) = &r.prev_kv {
-            s.push_str(&self.kv_lines(kv));
+            s.extend(self.kv_lines(kv));
         }
         s
     }
 
-    fn simple_del(&self, r: &DeleteRangeResponse) -> String {
-        let mut s = format!("{}\n", r.deleted);
+    fn simple_del(&self, r: &DeleteRangeResponse) -> Vec<u8> {
+        let mut s = format!("{}\n", r.deleted).into_bytes();
         for kv in &r.prev_kvs {
-            s.push_str(&self.kv_lines(kv));
+            s.extend(self.kv_lines(kv));
         }
         s
     }
 
-    fn simple_txn(&self, r: &TxnResponse) -> String {
-        let mut s = String::from(if r.succeeded {
-            "SUCCESS\n"
+    fn simple_txn(&self, r: &TxnResponse) -> Vec<u8> {
+        let mut s = if r.succeeded {
+            b"SUCCESS\n".to_vec()
         } else {
-            "FAILURE\n"
-        });
+            b"FAILURE\n".to_vec()
+        };
         for op in &r.responses {
-            s.push('\n');
+            s.push(b'\n');
             match &op.response {
-                Some(response_op::Response::ResponseRange(g)) => s.push_str(&self.simple_get(g)),
-                Some(response_op::Response::ResponsePut(p)) => s.push_str(&self.simple_put(p)),
-                Some(response_op::Response::ResponseDeleteRange(d)) => {
-                    s.push_str(&self.simple_del(d))
-                }
+                Some(response_op::Response::ResponseRange(g)) => s.extend(self.simple_get(g)),
+                Some(response_op::Response::ResponsePut(p)) => s.extend(self.simple_put(p)),
+                Some(response_op::Response::ResponseDeleteRange(d)) => s.extend(self.simple_del(d)),
                 // etcdctl prints the Go value (`&{Response:0xc...}`) of what it cannot show.
                 Some(response_op::Response::ResponseTxn(_)) => {
-                    s.push_str("unexpected response &{Response:0xc000010000}\n")
+                    s.extend_from_slice(b"unexpected response &{Response:0xc000010000}\n")
                 }
-                None => s.push_str("unexpected response &{Response:<nil>}\n"),
+                None => s.extend_from_slice(b"unexpected response &{Response:<nil>}\n"),
             }
         }
         s
@@ -308,11 +370,11 @@ pub fn hex_escape(b: &[u8]) -> String {
     b.iter().map(|x| format!("\\x{x:02x}")).collect()
 }
 
-fn protobuf<M: Message>(w: &mut dyn Write, m: &M) {
+pub(super) fn protobuf<M: Message>(w: &mut dyn Write, m: &M) {
     let _ = w.write_all(&m.encode_to_vec());
 }
 
-fn header_json(h: &Option<ResponseHeader>) -> Option<String> {
+pub(super) fn header_json(h: &Option<ResponseHeader>) -> Option<String> {
     h.as_ref().map(|h| {
         Obj::new()
             .uint("cluster_id", h.cluster_id)
@@ -323,7 +385,7 @@ fn header_json(h: &Option<ResponseHeader>) -> Option<String> {
     })
 }
 
-fn kv_json(kv: &KeyValue) -> String {
+pub(super) fn kv_json(kv: &KeyValue) -> String {
     Obj::new()
         .bytes("key", &kv.key)
         .int("create_revision", kv.create_revision)
@@ -411,7 +473,7 @@ fn status_json(s: &StatusResponse) -> String {
         .finish()
 }
 
-fn fields_header(h: &Option<ResponseHeader>) -> String {
+pub(super) fn fields_header(h: &Option<ResponseHeader>) -> String {
     let h = h.unwrap_or_default();
     format!(
         "\"ClusterID\" : {}\n\"MemberID\" : {}\n\"Revision\" : {}\n\"RaftTerm\" : {}\n",
@@ -419,7 +481,7 @@ fn fields_header(h: &Option<ResponseHeader>) -> String {
     )
 }
 
-fn fields_kv(prefix: &str, kv: &KeyValue) -> String {
+pub(super) fn fields_kv(prefix: &str, kv: &KeyValue) -> String {
     format!(
         "\"{p}Key\" : {}\n\"{p}CreateRevision\" : {}\n\"{p}ModRevision\" : {}\n\"{p}Version\" : {}\n\"{p}Value\" : {}\n\"{p}Lease\" : {}\n",
         gofmt::quote(&kv.key),
@@ -730,6 +792,69 @@ mod tests {
 +-----------------+------------------+---------+---------+-----------+------------+-----------+------------+--------------------+--------+
 "
         );
+    }
+
+    #[test]
+    fn endpoint_hashkv_formats() {
+        // Captured from `etcdctl endpoint hashkv` against etcd 3.4.23 after a compaction.
+        let list = vec![EpHashKv {
+            endpoint: "127.0.0.1:25790".into(),
+            hash: HashKvResponse {
+                header: Some(ResponseHeader {
+                    cluster_id: 1543700104741564242,
+                    member_id: 10608898954038455804,
+                    revision: 13,
+                    raft_term: 2,
+                }),
+                hash: 4096463110,
+                compact_revision: 10,
+                hash_revision: 0,
+            },
+        }];
+        assert_eq!(
+            print(|w| SIMPLE.endpoint_hashkv(w, &list)),
+            "127.0.0.1:25790, 4096463110\n"
+        );
+        assert_eq!(
+            print(|w| JSON.endpoint_hashkv(w, &list)),
+            "[{\"Endpoint\":\"127.0.0.1:25790\",\"HashKV\":{\"header\":{\"cluster_id\":1543700104741564242,\"member_id\":10608898954038455804,\"revision\":13,\"raft_term\":2},\"hash\":4096463110,\"compact_revision\":10}}]\n"
+        );
+        assert_eq!(
+            print(|w| FIELDS.endpoint_hashkv(w, &list)),
+            "\"ClusterID\" : 1543700104741564242\n\"MemberID\" : 10608898954038455804\n\"Revision\" : 13\n\"RaftTerm\" : 2\n\"Endpoint\" : \"127.0.0.1:25790\"\n\"Hash\" : 4096463110\n\n"
+        );
+        let table = Printer {
+            format: Format::Table,
+            hex: false,
+            value_only: false,
+        };
+        assert_eq!(
+            print(|w| table.endpoint_hashkv(w, &list)),
+            "\
++-----------------+------------+
+|    ENDPOINT     |    HASH    |
++-----------------+------------+
+| 127.0.0.1:25790 | 4096463110 |
++-----------------+------------+
+"
+        );
+        assert_eq!(print(|w| JSON.endpoint_hashkv(w, &[])), "[]\n");
+    }
+
+    #[test]
+    fn values_print_as_raw_bytes() {
+        // `etcdctl put wkx $'\x01\xff'; etcdctl get wkx`: Go writes the bytes unconverted.
+        let r = RangeResponse {
+            kvs: vec![KeyValue {
+                key: b"wkx".to_vec(),
+                value: vec![0x01, 0xff],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mut w = Vec::new();
+        SIMPLE.get(&mut w, &r).unwrap();
+        assert_eq!(w, b"wkx\n\x01\xff\n");
     }
 
     #[test]

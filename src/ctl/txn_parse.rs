@@ -319,7 +319,7 @@ pub fn parse_compare(line: &str) -> Result<Compare, Fail> {
     })
 }
 
-/// Where etcdctl 3.4.23 panics while parsing `txn` input.
+/// Where etcdctl 3.4.23 panics: on some `txn` input, and printing `member promote`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PanicSite {
     /// `clientv3.Compare` with an operator it does not know.
@@ -330,6 +330,23 @@ pub enum PanicSite {
     LeaseBadValue,
     /// `Argify` slicing a single-quoted word out of range.
     ArgifySlice { message: String, line_bytes: usize },
+    /// `member promote` printing in any format but simple: etcdctl 3.4's printers have no
+    /// `MemberPromote` and call it on a nil interface. `args` is how many arguments cobra handed
+    /// the command (they show in the trace).
+    MemberPromotePrinter { args: usize },
+    /// `Argify`'s slicing bug on an interactive `watch` line. Besides the message and the
+    /// line's length, the trace shows how many process arguments, command arguments and
+    /// positional arguments there were, and the lengths of `ETCDCTL_WATCH_KEY` and
+    /// `ETCDCTL_WATCH_RANGE_END` (`None` when unset: Go shows a nil pointer then).
+    WatchArgifySlice {
+        message: String,
+        line_bytes: usize,
+        os_args: usize,
+        args: usize,
+        positional: usize,
+        env_key_bytes: Option<usize>,
+        env_range_bytes: Option<usize>,
+    },
 }
 
 /// The commands a request line may name, in the order cobra searches them for a prefix match.
