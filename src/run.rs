@@ -92,7 +92,13 @@ pub async fn run(
                 let _ = rx.wait_for(|s| *s).await;
             };
             let snap_dir = cfg.server.data_dir.join("member").join("snap");
-            let svc = PeerService::new(cluster_id, member_id, inbound.clone(), snap_dir);
+            let members = server.clone();
+            let is_removed: crate::peer::RemovedCheck = Arc::new(move |id| {
+                crate::server::membership::load_removed(members.store())
+                    .is_ok_and(|r| r.contains(&id))
+            });
+            let svc =
+                PeerService::new(cluster_id, member_id, inbound.clone(), snap_dir, is_removed);
             let members = crate::api::peer_cluster_service(server.clone());
             tracing::info!(%addr, "serving peer traffic");
             apis.push(tokio::spawn(async move {
@@ -125,7 +131,9 @@ pub async fn run(
                 .map_err(|e| e.to_string())
         }));
     }
+    let mut removed = peers.removed();
     let result = tokio::select! {
+        _ = removed.wait_for(|r| *r) => Err(RunError::Node(crate::peer::REMOVED_MESSAGE.to_string())),
         _ = shutdown => { tracing::info!("shutting down"); Ok(()) }
         r = &mut node => Err(RunError::Node(match r { Ok(Ok(())) => "exited".into(), Ok(Err(e)) => e.to_string(), Err(e) => e.to_string() })),
     };

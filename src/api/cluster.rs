@@ -3,12 +3,14 @@
 
 use tonic::{Request, Response, Status};
 
+use crate::proto::etcdserverpb::cluster_client::ClusterClient;
 use crate::proto::etcdserverpb::cluster_server::Cluster;
 use crate::proto::etcdserverpb::{
     Member, MemberAddRequest, MemberAddResponse, MemberListRequest, MemberListResponse,
     MemberPromoteRequest, MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse,
     MemberUpdateRequest, MemberUpdateResponse, ResponseHeader,
 };
+use crate::server::error::RequestError;
 use crate::server::membership;
 use crate::server::Server;
 
@@ -19,6 +21,17 @@ pub struct ClusterService {
 impl ClusterService {
     pub fn new(server: Server) -> Self {
         ClusterService { server }
+    }
+
+    /// A client of the leader's Cluster service when this member is not the leader.
+    async fn leader(&self) -> Result<Option<ClusterClient<tonic::transport::Channel>>, Status> {
+        let Some(url) = self.server.leader_client_url()? else {
+            return Ok(None);
+        };
+        let client = ClusterClient::connect(url)
+            .await
+            .map_err(|_| Status::from(RequestError::NoLeader))?;
+        Ok(Some(client))
     }
 
     /// etcd's Cluster responses carry no revision in their header.
@@ -48,6 +61,9 @@ impl Cluster for ClusterService {
         request: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
         let req = request.into_inner();
+        if let Some(mut leader) = self.leader().await? {
+            return leader.member_add(req).await;
+        }
         let (member, members) = self
             .server
             .member_add(req.peer_ur_ls, req.is_learner)
@@ -63,6 +79,9 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
+        if let Some(mut leader) = self.leader().await? {
+            return leader.member_remove(request.into_inner()).await;
+        }
         let members = self.server.member_remove(request.into_inner().id).await?;
         Ok(Response::new(MemberRemoveResponse {
             header: self.header(),
@@ -75,6 +94,9 @@ impl Cluster for ClusterService {
         request: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
         let req = request.into_inner();
+        if let Some(mut leader) = self.leader().await? {
+            return leader.member_update(req).await;
+        }
         let members = self.server.member_update(req.id, req.peer_ur_ls).await?;
         Ok(Response::new(MemberUpdateResponse {
             header: self.header(),
@@ -97,6 +119,9 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
+        if let Some(mut leader) = self.leader().await? {
+            return leader.member_promote(request.into_inner()).await;
+        }
         let members = self.server.member_promote(request.into_inner().id).await?;
         Ok(Response::new(MemberPromoteResponse {
             header: self.header(),

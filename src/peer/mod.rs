@@ -34,6 +34,8 @@ use crate::proto::cairnpb::{PeerAck, RaftBatch, SnapshotChunk};
 pub const PEER_QUEUE_MAX: usize = 4096;
 /// Raft messages sent together in one stream frame.
 pub const PEER_BATCH_MAX: usize = 64;
+/// How often an idle link sends an empty batch, so that a removed member hears of it.
+pub const LINK_PROBE_INTERVAL: Duration = Duration::from_millis(500);
 /// Longest pause between two reconnection attempts.
 pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// First pause after a failed connection.
@@ -42,7 +44,15 @@ pub const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(50);
 pub const PEER_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 /// Sends raft messages to peers over gRPC client streams.
+/// What a member tells a peer it removed from the cluster; the peer then stops, as in etcd.
+pub const REMOVED_MESSAGE: &str = "the member has been permanently removed from the cluster";
+
+/// Answers whether a member id was removed from the cluster.
+pub type RemovedCheck = Arc<dyn Fn(u64) -> bool + Send + Sync>;
+
 pub struct GrpcTransport {
+    /// Set when a peer told this member it was removed from the cluster.
+    removed: Arc<tokio::sync::watch::Sender<bool>>,
     /// Where snapshot transfers report their outcome (the local node's inbound queue).
     inbound: Mutex<Option<mpsc::Sender<Message>>>,
     cluster_id: AtomicU64,
@@ -60,12 +70,18 @@ struct PeerLink {
 impl GrpcTransport {
     pub fn new(cluster_id: u64, member_id: u64, clock: Arc<dyn Clock>) -> Arc<GrpcTransport> {
         Arc::new(GrpcTransport {
+            removed: Arc::new(tokio::sync::watch::channel(false).0),
             inbound: Mutex::new(None),
             cluster_id: AtomicU64::new(cluster_id),
             member_id: AtomicU64::new(member_id),
             clock,
             peers: Mutex::new(BTreeMap::new()),
         })
+    }
+
+    /// Resolves to `true` once a peer has told this member it was removed from the cluster.
+    pub fn removed(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.removed.subscribe()
     }
 
     /// The local node's inbound queue, where finished snapshot transfers are reported.
@@ -92,6 +108,7 @@ impl GrpcTransport {
             url.clone(),
             rx,
             self.clock.clone(),
+            self.removed.clone(),
         ));
         let mut peers = self.peers.lock().expect("peer map lock");
         if let Some(old) = peers.insert(
@@ -209,13 +226,13 @@ async fn run_link(
     url: String,
     mut queue: mpsc::Receiver<Message>,
     clock: Arc<dyn Clock>,
+    removed: Arc<tokio::sync::watch::Sender<bool>>,
 ) {
     let mut backoff = RECONNECT_BACKOFF_MIN;
     loop {
-        // Wait for something to send before connecting, so an idle link costs nothing.
-        let Some(first) = queue.recv().await else {
-            return;
-        };
+        // Connect eagerly and keep probing an idle link (see the loop below): a member removed
+        // from the cluster learns it from its peers' refusal even if it never sends on its own,
+        // as a learner does not.
         let mut client = match PeerClient::connect(url.clone()).await {
             Ok(c) => c.max_encoding_message_size(PEER_MESSAGE_BYTES_MAX),
             Err(e) => {
@@ -228,7 +245,7 @@ async fn run_link(
         let (batch_tx, batch_rx) = mpsc::channel::<RaftBatch>(16);
         let stream = tokio_stream::wrappers::ReceiverStream::new(batch_rx);
         let call = tokio::spawn(async move { client.send(stream).await });
-        let mut pending = vec![first];
+        let mut pending: Vec<Message> = Vec::new();
         loop {
             while pending.len() < PEER_BATCH_MAX {
                 match queue.try_recv() {
@@ -250,13 +267,22 @@ async fn run_link(
                 break;
             }
             backoff = RECONNECT_BACKOFF_MIN;
-            match queue.recv().await {
-                Some(m) => pending.push(m),
-                None => return,
+            tokio::select! {
+                m = queue.recv() => match m {
+                    Some(m) => pending.push(m),
+                    None => return,
+                },
+                // Nothing to send: an empty batch keeps the link checked.
+                _ = clock.sleep(LINK_PROBE_INTERVAL) => {}
             }
         }
         drop(batch_tx);
         match call.await {
+            Ok(Err(status)) if status.message() == REMOVED_MESSAGE => {
+                tracing::error!(peer = %format!("{to:x}"), "{REMOVED_MESSAGE}");
+                let _ = removed.send(true);
+                return;
+            }
             Ok(Err(status)) => {
                 tracing::warn!(peer = %format!("{to:x}"), %url, error = %status.message(), "peer stream closed")
             }
@@ -347,6 +373,7 @@ pub struct PeerService {
     member_id: u64,
     inbound: mpsc::Sender<Message>,
     snap_dir: PathBuf,
+    is_removed: RemovedCheck,
 }
 
 impl PeerService {
@@ -355,12 +382,14 @@ impl PeerService {
         member_id: u64,
         inbound: mpsc::Sender<Message>,
         snap_dir: PathBuf,
+        is_removed: RemovedCheck,
     ) -> PeerServerOf {
         PeerServer::new(PeerService {
             cluster_id,
             member_id,
             inbound,
             snap_dir,
+            is_removed,
         })
         .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
     }
@@ -467,6 +496,9 @@ impl Peer for PeerService {
                     "cluster ID mismatch: local {:x}, remote {:x}",
                     self.cluster_id, batch.cluster_id
                 )));
+            }
+            if (self.is_removed)(batch.from) {
+                return Err(tonic::Status::failed_precondition(REMOVED_MESSAGE));
             }
             if batch.to != self.member_id {
                 return Err(tonic::Status::failed_precondition(format!(

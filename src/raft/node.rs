@@ -92,6 +92,9 @@ pub struct NodeStatus {
     pub last_index: u64,
     pub is_leader: bool,
     pub is_learner: bool,
+    /// Whether this member votes in the applied configuration; a member that joined but has not
+    /// yet applied its own addition is neither voter nor known learner.
+    pub is_voter: bool,
 }
 
 /// Static settings of the node.
@@ -167,6 +170,8 @@ pub struct Node {
     metrics: Arc<Metrics>,
     members: Vec<Member>,
     conf_waiters: HashMap<u64, ConfChangeReply>,
+    /// When each peer was last heard from: the leader's view of which members are running.
+    last_heard: HashMap<u64, Duration>,
     /// Leadership transfers in flight: transferee, deadline, waiter.
     transfers: Vec<(u64, Duration, TransferReply)>,
     lessor: Arc<Lessor>,
@@ -199,6 +204,7 @@ impl Node {
             metrics: parts.metrics,
             members: parts.members,
             conf_waiters: HashMap::new(),
+            last_heard: HashMap::new(),
             transfers: Vec::new(),
             lessor: parts.lessor,
             last_leader: 0,
@@ -295,6 +301,9 @@ impl Node {
     }
 
     fn step(&mut self, msg: Message) {
+        if msg.from != ::raft::INVALID_ID {
+            self.last_heard.insert(msg.from, self.clock.now());
+        }
         if let Err(e) = self.raw.step(msg) {
             tracing::debug!(error = %e, "raft step rejected a message");
         }
@@ -354,6 +363,13 @@ impl Node {
                 return;
             }
         }
+        if change.get_change_type() == ConfChangeType::RemoveNode
+            && self.raw.raft.state == StateRole::Leader
+            && !self.quorum_survives_removal(change.node_id)
+        {
+            let _ = reply.send(Err(RequestError::UnhealthyCluster));
+            return;
+        }
         if self.conf_waiters.len() >= WAITERS_MAX {
             let _ = reply.send(Err(RequestError::TooManyRequests));
             return;
@@ -367,6 +383,35 @@ impl Node {
                 let _ = reply.send(Err(RequestError::NoLeader));
             }
         }
+    }
+
+    /// etcd's strict reconfiguration check: removing `node` must leave enough running voters
+    /// (this member, and peers heard from within an election timeout) for a quorum.
+    fn quorum_survives_removal(&self, node: u64) -> bool {
+        let now = self.clock.now();
+        let window = self.cfg.tick_interval * self.cfg.election_ticks as u32;
+        let voters: Vec<u64> = self
+            .raw
+            .raft
+            .prs()
+            .conf()
+            .voters()
+            .ids()
+            .iter()
+            .filter(|id| *id != node)
+            .collect();
+        let active = voters
+            .iter()
+            .filter(|id| {
+                **id == self.cfg.id
+                    || self
+                        .last_heard
+                        .get(id)
+                        .is_some_and(|t| now.saturating_sub(*t) <= window)
+            })
+            .count();
+        // A quorum of the remaining voters: more than half of them.
+        active > voters.len() / 2
     }
 
     /// Answers leadership transfers that completed or timed out.
@@ -469,7 +514,7 @@ impl Node {
                 index: None,
             },
         );
-        self.raw.read_index(id.to_be_bytes().to_vec());
+        self.raw.read_index(self.read_context(id));
     }
 
     fn on_tick(&mut self) {
@@ -499,7 +544,7 @@ impl Node {
             }
         }
         for id in resend {
-            self.raw.read_index(id.to_be_bytes().to_vec());
+            self.raw.read_index(self.read_context(id));
         }
         // Waiters whose client went away will never be read; forget them.
         self.waiters.retain(|_, w| !w.is_closed());
@@ -672,12 +717,26 @@ impl Node {
         Ok(())
     }
 
+    /// The ReadIndex context of batch `id`: this member's id, then the batch number. raft-rs drops
+    /// a read whose context is already pending at the leader, so contexts must be unique across
+    /// the cluster, not just on this member.
+    fn read_context(&self, id: u64) -> Vec<u8> {
+        let mut ctx = Vec::with_capacity(16);
+        ctx.extend_from_slice(&self.cfg.id.to_be_bytes());
+        ctx.extend_from_slice(&id.to_be_bytes());
+        ctx
+    }
+
     fn handle_read_states(&mut self, states: Vec<::raft::ReadState>) {
         for rs in states {
-            let Ok(bytes) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()) else {
+            let Ok(bytes) = <[u8; 16]>::try_from(rs.request_ctx.as_slice()) else {
                 continue;
             };
-            let id = u64::from_be_bytes(bytes);
+            let (member, id) = bytes.split_at(8);
+            if member != self.cfg.id.to_be_bytes() {
+                continue;
+            }
+            let id = u64::from_be_bytes(id.try_into().expect("8 bytes"));
             if let Some(batch) = self.reads.get_mut(&id) {
                 batch.index = Some(rs.index);
             }
@@ -830,10 +889,25 @@ impl Node {
             .write_to_bytes()
             .map_err(|e| NodeError::Raft(e.to_string()))?;
         let storage = |e: crate::mvcc::MvccError| NodeError::Storage(e.to_string());
+        let newly_removed: Vec<u64> = changes
+            .iter()
+            .filter(|(k, _)| *k == ConfChangeType::RemoveNode)
+            .map(|(_, id)| *id)
+            .collect();
+        let mut removed = Vec::new();
+        if !newly_removed.is_empty() {
+            removed = membership::load_removed(&self.store).map_err(storage)?;
+            removed.extend(newly_removed.iter().copied());
+            removed.sort_unstable();
+            removed.dedup();
+        }
         let mut w = self.store.write(index).map_err(storage)?;
         w.meta_put(super::CONF_STATE_META, &bytes)
             .map_err(storage)?;
         membership::save(&mut w, &members).map_err(storage)?;
+        if !newly_removed.is_empty() {
+            membership::save_removed(&mut w, &removed).map_err(storage)?;
+        }
         w.end().map_err(storage)?;
         self.raw.mut_store().wl().set_conf_state(cs.clone());
         self.members = members;
@@ -991,6 +1065,7 @@ impl Node {
             last_index: r.raft_log.last_index(),
             is_leader: r.state == StateRole::Leader,
             is_learner: r.prs().conf().learners().contains(&self.cfg.id),
+            is_voter: r.prs().conf().voters().contains(self.cfg.id),
         };
         self.status.send_if_modified(|s| {
             if *s != status {

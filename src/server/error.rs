@@ -70,6 +70,12 @@ pub enum RequestError {
     /// Only the leader can do this (renew a lease).
     #[error("etcdserver: not leader")]
     NotLeader,
+    /// A learner was asked for something only voters serve.
+    #[error("etcdserver: rpc not supported for learner")]
+    NotSupportedForLearner,
+    /// A membership change would leave too few running voters for a quorum.
+    #[error("etcdserver: unhealthy cluster")]
+    UnhealthyCluster,
     /// A peer URL that is not `http(s)://host:port`.
     #[error("etcdserver: invalid peer URL")]
     InvalidPeerUrl,
@@ -132,6 +138,9 @@ impl RequestError {
             RequestError::LeaseTtlTooLarge => Code::OutOfRange,
             RequestError::NotLeader => Code::Unavailable,
             RequestError::InvalidPeerUrl => Code::InvalidArgument,
+            RequestError::NotSupportedForLearner | RequestError::UnhealthyCluster => {
+                Code::Unavailable
+            }
             RequestError::PeerUrlExists
             | RequestError::MemberExists
             | RequestError::MemberNotLearner
@@ -176,6 +185,8 @@ impl RequestError {
             | RequestError::TooManyRequests
             | RequestError::NotLeader
             | RequestError::InvalidPeerUrl
+            | RequestError::NotSupportedForLearner
+            | RequestError::UnhealthyCluster
             | RequestError::PeerUrlExists
             | RequestError::MemberExists
             | RequestError::MemberNotFound

@@ -11,6 +11,9 @@ use crate::mvcc::{MvccError, Store, WriteTxn};
 
 /// Backend meta blob with the member list (JSON array, sorted by id).
 pub const MEMBERS_META: &str = "cluster_members";
+/// Backend meta blob with the ids of removed members (JSON array), so that a removed member that
+/// keeps talking is told to stop.
+pub const REMOVED_META: &str = "cluster_removed";
 /// Members a cluster may have (voters and learners); etcd recommends at most 7 voters.
 pub const MEMBERS_MAX: usize = 64;
 
@@ -73,6 +76,20 @@ fn decode(bytes: &[u8]) -> Result<Vec<Member>, MvccError> {
         .ok_or_else(|| MvccError::Corrupt("member list is not an array".into()))?;
     let members: Option<Vec<Member>> = list.iter().map(Member::from_json).collect();
     members.ok_or_else(|| MvccError::Corrupt("malformed member in the member list".into()))
+}
+
+/// Ids of members removed from the cluster.
+pub fn load_removed(store: &Store) -> Result<Vec<u64>, MvccError> {
+    let Some(bytes) = store.meta_get(REMOVED_META)? else {
+        return Ok(Vec::new());
+    };
+    serde_json::from_slice(&bytes).map_err(|e| MvccError::Corrupt(format!("removed members: {e}")))
+}
+
+/// Records more removed members within the apply transaction of the removal.
+pub fn save_removed(w: &mut WriteTxn<'_>, removed: &[u64]) -> Result<(), MvccError> {
+    let json = serde_json::to_string(removed).expect("a list of ids encodes");
+    w.meta_put(REMOVED_META, json.as_bytes())
 }
 
 /// Writes the member list within the apply transaction of the entry that changed it.

@@ -231,7 +231,8 @@ impl Server {
             snapshot_count: cfg.snapshot_count,
             read_timeout: cfg.request_timeout(),
             leader_wait: cfg.request_timeout(),
-            read_retry: cfg.election_timeout,
+            // A lost ReadIndex request or answer is asked again after a few heartbeats.
+            read_retry: 3 * cfg.heartbeat_interval,
             snap_dir: member_dir.join("snap"),
         };
         let raft_cfg = node::raft_config(&node_cfg, store.consistent_index());
@@ -347,6 +348,7 @@ impl Server {
     pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse, RequestError> {
         validate::check_range(&req)?;
         if !req.serializable {
+            self.check_not_learner()?;
             self.read_index().await?;
         }
         let mut resp = apply::range(&self.inner.store, &req)?;
@@ -727,6 +729,26 @@ impl Server {
         }
     }
 
+    /// Where membership changes must be sent: `None` when this member leads, else the leader's
+    /// client URL. Like etcd, a follower forwards them so that the leader, which alone knows how
+    /// far every member's log is and which members are running, can check them.
+    pub fn leader_client_url(&self) -> Result<Option<String>, RequestError> {
+        let st = self.node_status();
+        if st.is_leader {
+            return Ok(None);
+        }
+        if st.leader == 0 {
+            return Err(RequestError::NoLeader);
+        }
+        let leader = self.member(st.leader).map_err(|_| RequestError::NoLeader)?;
+        leader
+            .client_urls
+            .first()
+            .cloned()
+            .map(Some)
+            .ok_or(RequestError::NoLeader)
+    }
+
     /// The applied member list.
     pub fn members(&self) -> Result<Vec<membership::Member>, RequestError> {
         Ok(membership::load(&self.inner.store)?)
@@ -789,6 +811,15 @@ impl Server {
         }
     }
 
+    /// A learner serves only serializable reads and status, as in etcd.
+    pub fn check_not_learner(&self) -> Result<(), RequestError> {
+        let st = self.node_status();
+        if st.is_learner || !st.is_voter {
+            return Err(RequestError::NotSupportedForLearner);
+        }
+        Ok(())
+    }
+
     /// Waits until a read at this moment would be linearizable on this member.
     pub async fn read_index(&self) -> Result<(), RequestError> {
         let (tx, rx) = oneshot::channel();
@@ -812,6 +843,9 @@ impl Server {
         &self,
         op: cairnpb::request::Op,
     ) -> Result<(ApplyResponse, u64), RequestError> {
+        if !matches!(op, cairnpb::request::Op::MemberAttributes(_)) {
+            self.check_not_learner()?;
+        }
         let id = self.inner.next_request_id.fetch_add(1, Ordering::Relaxed);
         let request = cairnpb::Request { id, op: Some(op) };
         if request.encoded_len() > self.inner.cfg.max_request_bytes {

@@ -11,6 +11,8 @@
 // These tests drive real processes in real time; the clock seam rule is for node code.
 #![allow(clippy::disallowed_methods)]
 
+pub mod cluster;
+
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -148,6 +150,20 @@ pub struct Server {
     child: Option<Child>,
     /// Incremented on every (re)start so each run's stderr goes to its own file.
     runs: u32,
+    /// For a member of a multi-member cluster: how it finds its peers. `None` for the
+    /// single-member servers of [`Server::start`].
+    cluster: Option<ClusterSpec>,
+}
+
+/// How a member of a multi-member cluster is bootstrapped: etcd's `--initial-cluster`,
+/// `--initial-cluster-token` and `--initial-cluster-state`.
+#[derive(Clone, Debug)]
+pub struct ClusterSpec {
+    /// `n1=http://127.0.0.1:P1,n2=...`, including this member.
+    pub initial_cluster: String,
+    pub token: String,
+    /// `new` for a founding member, `existing` for one added with `member add`.
+    pub state: String,
 }
 
 impl Server {
@@ -172,6 +188,37 @@ impl Server {
             dir,
             child: None,
             runs: 0,
+            cluster: None,
+        };
+        server.spawn_again();
+        server
+    }
+
+    /// Spawns one member of a multi-member cluster on the given (pre-allocated) ports and a fresh
+    /// data dir, without waiting for it: its peers may not be running yet. `opts.name` must be
+    /// the member's name in `spec.initial_cluster`; `opts.peer_url_advertised` is replaced by
+    /// `http://127.0.0.1:<peer_port>`.
+    pub fn spawn_member(
+        kind: Kind,
+        mut opts: Opts,
+        client_port: u16,
+        peer_port: u16,
+        spec: ClusterSpec,
+    ) -> Server {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{}-{}-", kind.label(), opts.name))
+            .tempdir()
+            .expect("create tempdir");
+        opts.peer_url_advertised = format!("http://127.0.0.1:{peer_port}");
+        let mut server = Server {
+            kind,
+            opts,
+            client_port,
+            peer_port,
+            dir,
+            child: None,
+            runs: 0,
+            cluster: Some(spec),
         };
         server.spawn_again();
         server
@@ -194,12 +241,31 @@ impl Server {
 
     /// The arguments this server is started with.
     pub fn args(&self) -> Vec<String> {
-        server_args(
-            &self.opts,
-            &self.data_dir(),
-            self.client_port,
-            self.peer_port,
-        )
+        match &self.cluster {
+            None => server_args(
+                &self.opts,
+                &self.data_dir(),
+                self.client_port,
+                self.peer_port,
+            ),
+            Some(spec) => member_args(
+                &self.opts,
+                spec,
+                &self.data_dir(),
+                self.client_port,
+                self.peer_port,
+            ),
+        }
+    }
+
+    /// The member name this server was started with.
+    pub fn name(&self) -> &str {
+        &self.opts.name
+    }
+
+    /// Whether the process is running (started and not yet seen to exit).
+    pub fn is_running(&mut self) -> bool {
+        self.child.is_some() && self.try_wait().is_none()
     }
 
     fn stderr_path(&self, run: u32) -> PathBuf {
@@ -255,6 +321,29 @@ impl Server {
     /// Polls until the server answers a `get` through etcdctl, failing the test (with the log) if
     /// it exits or does not answer within [`READY_TIMEOUT`].
     pub fn wait_ready(&mut self) {
+        self.wait_ready_with(&[
+            "--dial-timeout=1s",
+            "--command-timeout=2s",
+            "get",
+            "cairn-test-readiness-probe",
+        ]);
+    }
+
+    /// Like [`Server::wait_ready`] with a serializable `get`, which a member answers from its
+    /// own store: a learner, or a member whose cluster has no quorum yet.
+    pub fn wait_ready_serializable(&mut self) {
+        self.wait_ready_with(&[
+            "--dial-timeout=1s",
+            "--command-timeout=2s",
+            "get",
+            "--consistency=s",
+            "cairn-test-readiness-probe",
+        ]);
+    }
+
+    /// Polls until `etcdctl <probe>` succeeds against this server, failing the test (with the log)
+    /// if it exits or does not answer within [`READY_TIMEOUT`].
+    pub fn wait_ready_with(&mut self, probe: &[&str]) {
         let deadline = Instant::now() + READY_TIMEOUT;
         let mut last = String::new();
         loop {
@@ -272,16 +361,7 @@ impl Server {
             )
             .is_ok()
             {
-                let out = etcdctl(
-                    &self.endpoint(),
-                    &[
-                        "--dial-timeout=1s",
-                        "--command-timeout=2s",
-                        "get",
-                        "cairn-test-readiness-probe",
-                    ],
-                    None,
-                );
+                let out = etcdctl(&self.endpoint(), probe, None);
                 if out.success() {
                     return;
                 }
@@ -350,6 +430,17 @@ impl Server {
         }
     }
 
+    /// Pauses the process (SIGSTOP): it keeps its sockets but answers nothing, which cuts it off
+    /// from its peers as surely as a network partition. Resume with [`Server::sigcont`].
+    pub fn sigstop(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Resumes a process paused by [`Server::sigstop`].
+    pub fn sigcont(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
     fn signal(&self, sig: libc::c_int) {
         let pid = self.pid() as libc::pid_t;
         // SAFETY: kill(2) on the pid of our own unreaped child: the pid cannot have been reused.
@@ -399,6 +490,39 @@ pub fn server_args(opts: &Opts, data_dir: &Path, client_port: u16, peer_port: u1
         "etcd-cluster".into(),
         "--initial-cluster-state".into(),
         "new".into(),
+    ];
+    args.extend(opts.extra_args.iter().cloned());
+    args
+}
+
+/// The flags for one member of a multi-member cluster; the same for cairn and etcd.
+pub fn member_args(
+    opts: &Opts,
+    spec: &ClusterSpec,
+    data_dir: &Path,
+    client_port: u16,
+    peer_port: u16,
+) -> Vec<String> {
+    let client = format!("http://127.0.0.1:{client_port}");
+    let mut args = vec![
+        "--name".to_string(),
+        opts.name.clone(),
+        "--data-dir".into(),
+        data_dir.display().to_string(),
+        "--listen-client-urls".into(),
+        client.clone(),
+        "--advertise-client-urls".into(),
+        client,
+        "--listen-peer-urls".into(),
+        format!("http://127.0.0.1:{peer_port}"),
+        "--initial-advertise-peer-urls".into(),
+        opts.peer_url_advertised.clone(),
+        "--initial-cluster".into(),
+        spec.initial_cluster.clone(),
+        "--initial-cluster-token".into(),
+        spec.token.clone(),
+        "--initial-cluster-state".into(),
+        spec.state.clone(),
     ];
     args.extend(opts.extra_args.iter().cloned());
     args
