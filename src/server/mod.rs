@@ -253,7 +253,13 @@ impl Server {
         let publish_clock = io.clock.clone();
         let publish_stop = shutdown.clone();
         let expire_stop = shutdown.clone();
-        let first_request_id = initial_request_id(cfg.member_id, io.clock.as_ref());
+        let boot = next_boot_count(io.disk.as_ref(), &member_dir).map_err(|source| {
+            StartError::DataDir {
+                path: member_dir.display().to_string(),
+                source,
+            }
+        })?;
+        let first_request_id = initial_request_id(cfg.member_id, boot);
         let node = Node::new(NodeParts {
             config: node_cfg,
             raw_node: raw,
@@ -912,10 +918,37 @@ fn unexpected(r: ApplyResponse) -> RequestError {
 }
 
 /// Request ids are unique across the cluster and across restarts: the low 16 bits of the member id
-/// in the top bits, then the start time in milliseconds and a counter (etcd's scheme).
-fn initial_request_id(member_id: u64, clock: &dyn Clock) -> u64 {
-    let millis = (clock.wall_unix_nanos() / 1_000_000) as u64;
-    ((member_id & 0xffff) << 48) | ((millis & 0xff_ffff_ffff) << 8)
+/// in the top 16 bits, this start's number in the next 16, then a 32-bit counter.
+fn initial_request_id(member_id: u64, boot: u64) -> u64 {
+    ((member_id & 0xffff) << 48) | ((boot & 0xffff) << 32)
+}
+
+/// Counts this member's starts in `member/boot`, durably, before anything is proposed. Request
+/// ids include it, so a proposal from before a crash that commits after the restart can never be
+/// mistaken for a new one with the same id (a clock-based id can repeat when the clock goes back).
+fn next_boot_count(disk: &dyn Disk, member_dir: &Path) -> std::io::Result<u64> {
+    let path = member_dir.join("boot");
+    let tmp = member_dir.join("boot.tmp");
+    let last = if disk.exists(&path) {
+        let text = disk.read(&path)?;
+        String::from_utf8_lossy(&text)
+            .trim()
+            .parse::<u64>()
+            .unwrap_or(0)
+    } else {
+        0
+    };
+    let next = last + 1;
+    if disk.exists(&tmp) {
+        disk.remove(&tmp)?;
+    }
+    let mut f = disk.open_append(&tmp)?;
+    f.append(format!("{next}\n").as_bytes())?;
+    f.sync()?;
+    drop(f);
+    disk.rename(&tmp, &path)?;
+    disk.sync_dir(member_dir)?;
+    Ok(next)
 }
 
 fn check_writable(dir: &Path) -> Result<(), StartError> {
