@@ -25,10 +25,8 @@ use arbitrary::{Arbitrary, Unstructured};
 use cairn::mvcc::Store;
 use cairn::proto::cairnpb::{self, request::Op};
 use cairn::proto::etcdserverpb::{
-    compare::TargetUnion,
-    request_op::Request,
-    CompactionRequest, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp,
-    TxnRequest,
+    compare::TargetUnion, request_op::Request, CompactionRequest, Compare, DeleteRangeRequest,
+    PutRequest, RangeRequest, RequestOp, TxnRequest,
 };
 use cairn::server::apply::{self, ApplyResponse};
 use cairn::server::error::RequestError;
@@ -128,12 +126,17 @@ struct STxn {
 #[derive(Arbitrary, Debug)]
 enum Step {
     /// Bytes decoded with prost as the message `kind` selects.
-    Raw { kind: u8, bytes: Vec<u8> },
+    Raw {
+        kind: u8,
+        bytes: Vec<u8>,
+    },
     Range(SRange),
     Put(SPut),
     Delete(SDelete),
     Txn(STxn),
-    Compact { revision: i8 },
+    Compact {
+        revision: i8,
+    },
 }
 
 fn s_range(r: &SRange) -> RangeRequest {
@@ -157,7 +160,11 @@ fn s_range(r: &SRange) -> RangeRequest {
 fn s_put(p: &SPut) -> PutRequest {
     PutRequest {
         key: p.key.bytes(),
-        value: if p.value == 0 { Vec::new() } else { vec![p.value] },
+        value: if p.value == 0 {
+            Vec::new()
+        } else {
+            vec![p.value]
+        },
         lease: p.lease as i64 % 5,
         prev_kv: p.prev_kv,
         ignore_value: p.ignore_value,
@@ -223,9 +230,13 @@ fn request(step: &Step) -> Option<Req> {
         Step::Raw { kind, bytes } => match kind % 5 {
             0 => Req::Range(RangeRequest::decode(bytes.as_slice()).ok()?),
             1 => Req::Write(Op::Put(PutRequest::decode(bytes.as_slice()).ok()?)),
-            2 => Req::Write(Op::DeleteRange(DeleteRangeRequest::decode(bytes.as_slice()).ok()?)),
+            2 => Req::Write(Op::DeleteRange(
+                DeleteRangeRequest::decode(bytes.as_slice()).ok()?,
+            )),
             3 => Req::Write(Op::Txn(TxnRequest::decode(bytes.as_slice()).ok()?)),
-            _ => Req::Write(Op::Compaction(CompactionRequest::decode(bytes.as_slice()).ok()?)),
+            _ => Req::Write(Op::Compaction(
+                CompactionRequest::decode(bytes.as_slice()).ok()?,
+            )),
         },
         Step::Range(r) => Req::Range(s_range(r)),
         Step::Put(p) => Req::Write(Op::Put(s_put(p))),
@@ -240,9 +251,15 @@ fn request(step: &Step) -> Option<Req> {
 
 /// An error the client may see: one of etcd's, decided by the request and the log alone.
 fn check_answer_error(e: &RequestError, what: &str) {
-    assert!(e.is_deterministic(), "{what}: non-deterministic error {e:?}");
     assert!(
-        !matches!(e, RequestError::Internal(_) | RequestError::AlreadyApplied { .. }),
+        e.is_deterministic(),
+        "{what}: non-deterministic error {e:?}"
+    );
+    assert!(
+        !matches!(
+            e,
+            RequestError::Internal(_) | RequestError::AlreadyApplied { .. }
+        ),
         "{what}: {e:?}"
     );
     assert!(e.to_string().starts_with("etcdserver: "), "{what}: {e}");
@@ -273,20 +290,35 @@ fn check_range(store: &Store, req: &RangeRequest) {
     match apply::range(store, req) {
         Ok(resp) => {
             let header = resp.header.as_ref().expect("a range answer has a header");
-            assert_eq!(header.revision, store.current_revision(), "range header revision");
+            assert_eq!(
+                header.revision,
+                store.current_revision(),
+                "range header revision"
+            );
             if req.limit > 0 {
-                assert!(resp.kvs.len() as i64 <= req.limit, "range ignores its limit");
+                assert!(
+                    resp.kvs.len() as i64 <= req.limit,
+                    "range ignores its limit"
+                );
             }
             if req.count_only {
                 assert!(resp.kvs.is_empty(), "count_only returned key-values");
             }
-            assert!(resp.kvs.len() as i64 <= resp.count, "more key-values than the count");
+            assert!(
+                resp.kvs.len() as i64 <= resp.count,
+                "more key-values than the count"
+            );
             for kv in &resp.kvs {
-                assert!(in_range(&kv.key, &req.key, &req.range_end), "range returned {kv:?} outside {req:?}");
+                assert!(
+                    in_range(&kv.key, &req.key, &req.range_end),
+                    "range returned {kv:?} outside {req:?}"
+                );
                 if req.keys_only {
                     assert!(kv.value.is_empty(), "keys_only returned a value");
                 }
-                assert!(kv.mod_revision <= header.revision && kv.create_revision <= kv.mod_revision);
+                assert!(
+                    kv.mod_revision <= header.revision && kv.create_revision <= kv.mod_revision
+                );
             }
         }
         Err(e) => check_answer_error(&e, "range"),
@@ -303,7 +335,9 @@ fn temp_store() -> TempStore {
     // tmpfs makes opening an LMDB environment per input cheap.
     let shm = PathBuf::from("/dev/shm");
     let dir = if shm.is_dir() {
-        tempfile::Builder::new().prefix("cairn-fuzz-").tempdir_in(shm)
+        tempfile::Builder::new()
+            .prefix("cairn-fuzz-")
+            .tempdir_in(shm)
     } else {
         tempfile::Builder::new().prefix("cairn-fuzz-").tempdir()
     }
@@ -359,12 +393,19 @@ fn run(u: &mut Unstructured<'_>) -> arbitrary::Result<()> {
             op: Some(op),
         };
         let result = apply::apply(store, raft_index, &request, &lease_exists);
-        assert_eq!(store.consistent_index(), raft_index, "apply did not record its index: {result:?}");
+        assert_eq!(
+            store.consistent_index(),
+            raft_index,
+            "apply did not record its index: {result:?}"
+        );
         let rev_after = store.current_revision();
         match &result {
             Ok((resp, events)) => {
                 if events.is_empty() {
-                    assert_eq!(rev_after, rev_before, "a write without events changed the revision");
+                    assert_eq!(
+                        rev_after, rev_before,
+                        "a write without events changed the revision"
+                    );
                 } else {
                     assert_eq!(rev_after, rev_before + 1, "a write adds one revision");
                     for ev in events {
@@ -393,7 +434,10 @@ fn run(u: &mut Unstructured<'_>) -> arbitrary::Result<()> {
                 Ok((other, _)) => panic!("a txn answered {other:?}"),
                 Err(e) => Err(e.clone()),
             };
-            assert_eq!(ro, applied, "read-only txn served outside the log differs from applying it");
+            assert_eq!(
+                ro, applied,
+                "read-only txn served outside the log differs from applying it"
+            );
         }
         if let Err(e) = store.check_consistency() {
             panic!("store inconsistent after applying {request:?}: {e}");
@@ -402,7 +446,11 @@ fn run(u: &mut Unstructured<'_>) -> arbitrary::Result<()> {
             Err(RequestError::AlreadyApplied { .. }) => {}
             other => panic!("applying index {raft_index} twice: {other:?}"),
         }
-        assert_eq!(store.current_revision(), rev_after, "a replayed entry changed the revision");
+        assert_eq!(
+            store.current_revision(),
+            rev_after,
+            "a replayed entry changed the revision"
+        );
     }
     Ok(())
 }

@@ -76,13 +76,24 @@ enum Action {
     Propose(u8, Vec<u8>),
     /// A proposal at whichever member leads now (fewer dropped proposals, deeper logs).
     ProposeAtLeader(Vec<u8>),
-    ConfChange { node: u8, kind: u8, id: u8 },
+    /// A membership change as cairn's server proposes them (see `Cluster::conf_change`).
+    ConfChange {
+        node: u8,
+        kind: u8,
+        id: u8,
+    },
     ReadIndex(u8),
-    Transfer { node: u8, to: u8 },
+    Transfer {
+        node: u8,
+        to: u8,
+    },
     Campaign(u8),
     Restart(u8),
     /// Arbitrary bytes, parsed as a raft message for member 1 from member 2 or 3.
-    Inject { from_3: bool, bytes: Vec<u8> },
+    Inject {
+        from_3: bool,
+        bytes: Vec<u8>,
+    },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -115,17 +126,21 @@ fn bootstrap() -> (Vec<Entry>, HardState) {
             let mut cc = ConfChange::default();
             cc.set_change_type(ConfChangeType::AddNode);
             cc.node_id = id;
-            let mut e = Entry::default();
+            let mut e = Entry {
+                term: 1,
+                index: id,
+                data: cc.write_to_bytes().expect("encode").into(),
+                ..Default::default()
+            };
             e.set_entry_type(EntryType::EntryConfChange);
-            e.term = 1;
-            e.index = id;
-            e.data = cc.write_to_bytes().expect("encode").into();
             e
         })
         .collect();
-    let mut hs = HardState::default();
-    hs.term = 1;
-    hs.commit = MEMBERS;
+    let hs = HardState {
+        term: 1,
+        commit: MEMBERS,
+        ..Default::default()
+    };
     (entries, hs)
 }
 
@@ -138,6 +153,8 @@ enum Stop {
     Snapshot(String),
     /// A committed conf change raft-rs refused (`NodeError::Raft`).
     ConfChange(String),
+    /// The member applied its own removal (`NodeError::Removed`).
+    Removed,
 }
 
 /// What a member's backend (LMDB in cairn) remembers across a restart: the applied index and the
@@ -172,15 +189,22 @@ struct World {
     applied: BTreeMap<u64, (u64, i32, Vec<u8>)>,
     /// Set by the first injected message; safety checks stop there.
     forged: bool,
+    /// Members that applied their own removal: ids are never reused.
+    removed: Vec<u64>,
 }
 
 impl Member {
     fn new(id: u64, snapshot_count: u64) -> Member {
         let disk = MemDisk::new();
         let arc: Arc<dyn Disk> = Arc::new(disk.clone());
-        let mut wal = Wal::create(arc, WAL_DIR.as_ref(), b"cairn-fuzz", WalOptions {
-            segment_bytes_max: 4096,
-        })
+        let mut wal = Wal::create(
+            arc,
+            WAL_DIR.as_ref(),
+            b"cairn-fuzz",
+            WalOptions {
+                segment_bytes_max: 4096,
+            },
+        )
         .expect("create wal");
         let (entries, hs) = bootstrap();
         wal.append(&entries, Some(&hs)).expect("append bootstrap");
@@ -232,13 +256,21 @@ impl Member {
         let raw = self.raw.as_mut().expect("running");
         for entry in entries {
             let index = entry.index;
+            let mut removed_self = false;
             if index <= self.backend.applied {
                 continue;
             }
             if !world.forged {
-                let seen = (entry.term, entry.get_entry_type() as i32, entry.data.to_vec());
+                let seen = (
+                    entry.term,
+                    entry.get_entry_type() as i32,
+                    entry.data.to_vec(),
+                );
                 if let Some(prev) = world.applied.get(&index) {
-                    assert_eq!(prev, &seen, "members applied different entries at index {index}");
+                    assert_eq!(
+                        prev, &seen,
+                        "members applied different entries at index {index}"
+                    );
                 } else {
                     world.applied.insert(index, seen);
                 }
@@ -247,18 +279,35 @@ impl Member {
                 EntryType::EntryNormal => {}
                 EntryType::EntryConfChange => {
                     let mut cc = ConfChange::default();
-                    cc.merge_from_bytes(&entry.data).map_err(|e| Stop::ConfChange(e.to_string()))?;
-                    let cs = raw.apply_conf_change(&cc).map_err(|e| Stop::ConfChange(e.to_string()))?;
+                    cc.merge_from_bytes(&entry.data)
+                        .map_err(|e| Stop::ConfChange(e.to_string()))?;
+                    let cs = raw
+                        .apply_conf_change(&cc)
+                        .map_err(|e| Stop::ConfChange(e.to_string()))?;
                     self.backend.conf_state = cs;
+                    removed_self |=
+                        cc.get_change_type() == ConfChangeType::RemoveNode && cc.node_id == self.id;
                 }
                 EntryType::EntryConfChangeV2 => {
                     let mut cc = ConfChangeV2::default();
-                    cc.merge_from_bytes(&entry.data).map_err(|e| Stop::ConfChange(e.to_string()))?;
-                    let cs = raw.apply_conf_change(&cc).map_err(|e| Stop::ConfChange(e.to_string()))?;
+                    cc.merge_from_bytes(&entry.data)
+                        .map_err(|e| Stop::ConfChange(e.to_string()))?;
+                    let cs = raw
+                        .apply_conf_change(&cc)
+                        .map_err(|e| Stop::ConfChange(e.to_string()))?;
                     self.backend.conf_state = cs;
+                    removed_self |= cc.changes.iter().any(|c| {
+                        c.get_change_type() == ConfChangeType::RemoveNode && c.node_id == self.id
+                    });
                 }
             }
             self.backend.applied = index;
+            if removed_self {
+                // cairn's `record_conf_change`: a member that applies its own removal stops
+                // (`NodeError::Removed`), as etcd's does.
+                world.removed.push(self.id);
+                return Err(Stop::Removed);
+            }
         }
         Ok(())
     }
@@ -271,7 +320,9 @@ impl Member {
 
     /// cairn's `Node::on_ready`, step for step.
     fn try_ready(&mut self, world: &mut World) -> Result<(), Stop> {
-        let Some(raw) = self.raw.as_mut() else { return Ok(()) };
+        let Some(raw) = self.raw.as_mut() else {
+            return Ok(());
+        };
         if !raw.has_ready() {
             return Ok(());
         }
@@ -291,7 +342,10 @@ impl Member {
         if !rd.entries().is_empty() {
             let entries = rd.take_entries();
             wal.append(&entries, None).expect("wal append");
-            raw.mut_store().wl().append(&entries).expect("storage append");
+            raw.mut_store()
+                .wl()
+                .append(&entries)
+                .expect("storage append");
             synced = true;
         }
         if let Some(hs) = rd.hs() {
@@ -350,7 +404,8 @@ impl Member {
             .apply_snapshot(snap.clone())
             .map_err(|e| Stop::Snapshot(e.to_string()))?;
         let wal = self.wal.as_mut().expect("running");
-        wal.record_snapshot(meta.index, meta.term).expect("wal snapshot marker");
+        wal.record_snapshot(meta.index, meta.term)
+            .expect("wal snapshot marker");
         self.snapshot_index = meta.index;
         Ok(())
     }
@@ -368,7 +423,8 @@ impl Member {
         let term = raw.store().rl().hard_state().term;
         let entry_term = Storage::term(raw.store(), applied).unwrap_or(term);
         let wal = self.wal.as_mut().expect("running");
-        wal.record_snapshot(applied, entry_term).expect("wal snapshot marker");
+        wal.record_snapshot(applied, entry_term)
+            .expect("wal snapshot marker");
         wal.release_to(applied).expect("wal release");
         raw.mut_store().wl().compact(applied).expect("compact");
         self.snapshot_index = applied;
@@ -382,18 +438,38 @@ impl Member {
         self.wal = None;
 
         let arc: Arc<dyn Disk> = Arc::new(self.disk.clone());
-        let (wal, contents) = Wal::open(arc, WAL_DIR.as_ref(), WalOptions { segment_bytes_max: 4096 })
-            .unwrap_or_else(|e| panic!("member {} cannot reopen its WAL: {e}", self.id));
+        let (wal, contents) = Wal::open(
+            arc,
+            WAL_DIR.as_ref(),
+            WalOptions {
+                segment_bytes_max: 4096,
+            },
+        )
+        .unwrap_or_else(|e| panic!("member {} cannot reopen its WAL: {e}", self.id));
 
         // What the WAL gives back is what the member persisted.
-        assert_eq!(contents.hard_state.term, before.hs.term, "term lost across restart");
-        assert_eq!(contents.hard_state.vote, before.hs.vote, "vote lost across restart");
+        assert_eq!(
+            contents.hard_state.term, before.hs.term,
+            "term lost across restart"
+        );
+        assert_eq!(
+            contents.hard_state.vote, before.hs.vote,
+            "vote lost across restart"
+        );
         assert!(contents.hard_state.commit <= before.hs.commit);
         let snapshot_index = contents.snapshot.map_or(0, |(i, _)| i);
         let last = contents.entries.last().map_or(snapshot_index, |e| e.index);
         assert_eq!(last, before.last_index, "log end differs across restart");
-        let kept: Vec<&Entry> = before.entries.iter().filter(|e| e.index > snapshot_index).collect();
-        let got: Vec<&Entry> = contents.entries.iter().filter(|e| e.index >= before.first_index).collect();
+        let kept: Vec<&Entry> = before
+            .entries
+            .iter()
+            .filter(|e| e.index > snapshot_index)
+            .collect();
+        let got: Vec<&Entry> = contents
+            .entries
+            .iter()
+            .filter(|e| e.index >= before.first_index)
+            .collect();
         assert_eq!(kept, got, "entries differ across restart");
 
         // cairn's `raft::restore_storage`, with the backend's applied index and membership.
@@ -402,17 +478,25 @@ impl Member {
         {
             let mut core = storage.wl();
             if let Some((index, term)) = contents.snapshot {
-                assert!(applied >= index, "the backend is behind the WAL's compaction point");
+                assert!(
+                    applied >= index,
+                    "the backend is behind the WAL's compaction point"
+                );
                 let mut snap = Snapshot::default();
                 snap.mut_metadata().index = index;
                 snap.mut_metadata().term = term;
-                snap.mut_metadata().set_conf_state(self.backend.conf_state.clone());
+                snap.mut_metadata()
+                    .set_conf_state(self.backend.conf_state.clone());
                 core.apply_snapshot(snap).expect("restore snapshot");
             } else {
                 core.set_conf_state(self.backend.conf_state.clone());
             }
-            let entries: Vec<Entry> =
-                contents.entries.iter().filter(|e| e.index > snapshot_index).cloned().collect();
+            let entries: Vec<Entry> = contents
+                .entries
+                .iter()
+                .filter(|e| e.index > snapshot_index)
+                .cloned()
+                .collect();
             core.append(&entries).expect("restore entries");
             let mut hs = contents.hard_state.clone();
             hs.commit = hs.commit.max(applied).max(snapshot_index);
@@ -420,7 +504,8 @@ impl Member {
             core.set_hardstate(hs);
         }
         let cfg = cairn::raft::raft_config(&node_config(self.id, self.snapshot_count), applied);
-        let raw = RawNode::new(&cfg, storage, &cairn_fuzz::raft_logger()).expect("restart raw node");
+        let raw =
+            RawNode::new(&cfg, storage, &cairn_fuzz::raft_logger()).expect("restart raw node");
         self.raw = Some(raw);
         self.wal = Some(wal);
         self.snapshot_index = snapshot_index;
@@ -441,7 +526,12 @@ fn persisted(store: &MemStorage) -> Persisted {
     // MemStorage indexes its first entry even for an empty range: ask only for a non-empty one.
     let entries = if last_index >= first_index {
         store
-            .entries(first_index, last_index + 1, None, raft::GetEntriesContext::empty(false))
+            .entries(
+                first_index,
+                last_index + 1,
+                None,
+                raft::GetEntriesContext::empty(false),
+            )
             .expect("persisted entries")
     } else {
         Vec::new()
@@ -516,7 +606,9 @@ impl Cluster {
         }
         if !self.world.forged {
             for member in &self.members {
-                let Some(raw) = member.raw.as_ref() else { continue };
+                let Some(raw) = member.raw.as_ref() else {
+                    continue;
+                };
                 if raw.raft.state == StateRole::Leader {
                     let term = raw.raft.term;
                     let leader = *self.world.leaders.entry(term).or_insert(member.id);
@@ -524,6 +616,40 @@ impl Cluster {
                 }
             }
         }
+    }
+
+    /// Only the conf changes cairn's server proposes (`Server::member_add`, `member_remove`,
+    /// `member_promote`, `member_update`), checked against the proposing member's applied
+    /// membership: add a voter or learner under an id never used (4 is a member that never
+    /// starts), remove a member, promote a learner, or re-add a member in its role. Arbitrary conf
+    /// changes reach raft-rs paths cairn never takes (a voter demoted to learner, a removed id
+    /// added back).
+    fn conf_change(&mut self, node: u8, kind: u8, id: u8) {
+        let removed = self.world.removed.clone();
+        let member = &mut self.members[member_index(node)];
+        let Some(raw) = member.raw.as_mut() else {
+            return;
+        };
+        if raw.raft.leader_id == raft::INVALID_ID {
+            return; // `propose_conf_change` answers "no leader"
+        }
+        let id = 1 + id as u64 % (MEMBERS + 1);
+        let cs = &member.backend.conf_state;
+        let (voter, learner) = (cs.voters.contains(&id), cs.learners.contains(&id));
+        let known = voter || learner || removed.contains(&id);
+        let change = match kind % 5 {
+            0 if !known => ConfChangeType::AddNode,
+            1 if !known => ConfChangeType::AddLearnerNode,
+            2 if voter || learner => ConfChangeType::RemoveNode,
+            3 if learner => ConfChangeType::AddNode,
+            4 if voter => ConfChangeType::AddNode,
+            4 if learner => ConfChangeType::AddLearnerNode,
+            _ => return,
+        };
+        let mut cc = ConfChange::default();
+        cc.set_change_type(change);
+        cc.node_id = id;
+        let _ = raw.propose_conf_change(Vec::new(), cc);
     }
 
     fn act(&mut self, action: &Action) {
@@ -577,25 +703,18 @@ impl Cluster {
                 }
             }
             Action::ProposeAtLeader(data) => {
-                let leader = self.members.iter_mut().filter_map(|m| m.raw.as_mut()).find(|r| r.raft.state == StateRole::Leader);
+                let leader = self
+                    .members
+                    .iter_mut()
+                    .filter_map(|m| m.raw.as_mut())
+                    .find(|r| r.raft.state == StateRole::Leader);
                 if let Some(raw) = leader {
                     let mut data = data.clone();
                     data.truncate(64);
                     let _ = raw.propose(Vec::new(), data);
                 }
             }
-            Action::ConfChange { node, kind, id } => {
-                if let Some(raw) = self.members[member_index(*node)].raw.as_mut() {
-                    let mut cc = ConfChange::default();
-                    cc.set_change_type(match kind % 3 {
-                        0 => ConfChangeType::AddNode,
-                        1 => ConfChangeType::RemoveNode,
-                        _ => ConfChangeType::AddLearnerNode,
-                    });
-                    cc.node_id = 1 + (*id as u64 % (MEMBERS + 1));
-                    let _ = raw.propose_conf_change(Vec::new(), cc);
-                }
-            }
+            Action::ConfChange { node, kind, id } => self.conf_change(*node, *kind, *id),
             Action::ReadIndex(n) => {
                 if let Some(raw) = self.members[member_index(*n)].raw.as_mut() {
                     raw.read_index(b"read".to_vec());
@@ -621,7 +740,9 @@ impl Cluster {
                 m.to = 1;
                 m.from = if *from_3 { 3 } else { 2 };
                 let target = &self.members[0];
-                let Some(raw) = target.raw.as_ref() else { return };
+                let Some(raw) = target.raw.as_ref() else {
+                    return;
+                };
                 if !plausible(&m, raw) {
                     return;
                 }
@@ -640,13 +761,19 @@ fuzz_target!(|input: Input| {
         2 + input.snapshot_count as u64 % 16
     };
     let mut cluster = Cluster {
-        members: (1..=MEMBERS).map(|id| Member::new(id, snapshot_count)).collect(),
+        members: (1..=MEMBERS)
+            .map(|id| Member::new(id, snapshot_count))
+            .collect(),
         world: World::default(),
     };
     cluster.settle();
     if input.elect_first {
         for _ in 0..4 * ELECTION_TICKS {
-            if cluster.members.iter().any(|m| m.raw.as_ref().is_some_and(|r| r.raft.state == StateRole::Leader)) {
+            if cluster.members.iter().any(|m| {
+                m.raw
+                    .as_ref()
+                    .is_some_and(|r| r.raft.state == StateRole::Leader)
+            }) {
                 break;
             }
             cluster.act(&Action::Run(1));
