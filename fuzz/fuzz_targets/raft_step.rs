@@ -16,17 +16,18 @@
 //! with real I/O seams, so the harness must follow `src/raft/node.rs` when that changes.
 //!
 //! The fuzzer is the network and the clock: it delivers, duplicates, drops and reorders messages,
-//! ticks members, proposes entries, conf changes, reads and leadership transfers, restarts a
-//! member from its WAL, and injects arbitrary bytes decoded as an `eraftpb::Message` (protobuf 2)
-//! into member 1.
+//! ticks members, proposes entries, the membership changes cairn's server can propose (see
+//! `Cluster::conf_change`), reads and leadership transfers, restarts a member from its WAL, and
+//! injects arbitrary bytes decoded as an `eraftpb::Message` (protobuf 2) into member 1. A member
+//! that applies its own removal stops, as cairn's does.
 //!
 //! # The filter on injected messages
 //!
-//! raft-rs trusts its peers: a forged message can make it panic on purpose (`fatal!` on an append
-//! that conflicts with a committed entry, a commit index beyond the log ...). Those panics are
-//! raft-rs refusing a Byzantine peer, not cairn bugs, so injected messages are shaped into what a
-//! member of this cluster could send: `to` is member 1, `from` is member 2 or 3. The remaining
-//! fields stay arbitrary; see `plausible` for the state-dependent part of the filter and why.
+//! raft-rs trusts its peers: a forged message can make it panic on purpose (`fatal!`). Those
+//! panics are raft-rs refusing a Byzantine peer, not cairn bugs, so injected messages are shaped
+//! into what a member of this cluster could send: `to` is member 1, `from` is member 2 or 3, and
+//! `plausible` drops the kinds of message no correct peer sends and on which raft-rs panics (each
+//! rule says which panic). Every other field stays arbitrary.
 //!
 //! # Properties
 //!

@@ -8,16 +8,19 @@
 //!   hard states, snapshot markers, metadata), so the fuzzer gets past the CRCs to the log rules.
 //! * `Written`: a WAL written through the real `Wal` API (appends with overwrites, hard states,
 //!   snapshot markers, segment rolls, release of old segments) while a model tracks the log after
-//!   every record, then damaged: a torn tail, a flipped bit, zeros or garbage at the end, a lost
-//!   segment, a crash before the last sync.
+//!   every record, then damaged: a crash during the final sync (torn tail), a segment cut short
+//!   anywhere (synced data lost), a flipped bit, zeros or garbage at the end, a lost segment, or
+//!   the loss of everything appended after the last sync.
 //!
 //! Properties, on every input: `Wal::open` never panics. When it succeeds, the entries are
 //! contiguous, start right after the snapshot marker (or at 1), never lower a term, the commit
 //! index is within the log; opening again gives the same contents (recovery is idempotent), and
 //! the WAL is usable: an entry appended and synced is there on the next open. For `Written`
-//! inputs, the recovered log is exactly the model's log after some prefix of the records written
-//! (after all of them when nothing was damaged), damage to a torn tail is always recovered, and
-//! damage to any segment but the last is always refused.
+//! inputs, whenever recovery succeeds the log, HardState and snapshot marker are exactly the
+//! model's after some prefix of the records written (after every synced record when nothing was
+//! damaged, after every record synced before the final sync when that sync was torn); a torn or
+//! zero-filled tail is always recovered; a flipped bit in any segment but the last is always
+//! refused. Damage recovery cannot detect is fine only if what it returns is such a prefix.
 
 #![no_main]
 

@@ -301,6 +301,35 @@ impl Node {
     }
 
     fn step(&mut self, msg: Message) {
+        match msg.get_msg_type() {
+            // Local outcomes the transport reports: raft-rs refuses them through `step`.
+            MessageType::MsgSnapStatus => {
+                let status = if msg.reject {
+                    ::raft::SnapshotStatus::Failure
+                } else {
+                    ::raft::SnapshotStatus::Finish
+                };
+                self.raw.report_snapshot(msg.from, status);
+                return;
+            }
+            MessageType::MsgUnreachable => {
+                self.raw.report_unreachable(msg.from);
+                return;
+            }
+            // raft-rs aborts on an empty proposal; a peer must never be able to trigger that.
+            MessageType::MsgPropose if msg.entries.is_empty() => {
+                tracing::warn!(from = msg.from, "dropped an empty proposal from a peer");
+                return;
+            }
+            _ => {}
+        }
+        if msg.to != self.cfg.id {
+            tracing::debug!(
+                to = msg.to,
+                "dropped a raft message addressed to another member"
+            );
+            return;
+        }
         if msg.from != ::raft::INVALID_ID {
             self.last_heard.insert(msg.from, self.clock.now());
         }
