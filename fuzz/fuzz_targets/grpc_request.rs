@@ -391,6 +391,7 @@ fn run(u: &mut Unstructured<'_>) -> arbitrary::Result<()> {
         let request = cairnpb::Request {
             id: raft_index,
             op: Some(op),
+            origin: 0,
         };
         let result = apply::apply(store, raft_index, &request, &lease_exists);
         assert_eq!(

@@ -109,6 +109,9 @@ pub struct Store {
     meta: Database<'static, Str, Bytes>,
     state: RwLock<State>,
     writer: Mutex<()>,
+    /// Named blobs waiting for the next commit that records a raft index (see
+    /// [`Store::stage_meta`]).
+    staged: Mutex<Vec<(String, Option<Vec<u8>>)>>,
 }
 
 impl fmt::Debug for Store {
@@ -240,6 +243,7 @@ impl Store {
                 consistent_index: 0,
             }),
             writer: Mutex::new(()),
+            staged: Mutex::new(Vec::new()),
         };
         store.rebuild()?;
         Ok(store)
@@ -476,6 +480,7 @@ impl Store {
         let mut wtxn = self.env.write_txn()?;
         self.meta
             .put(&mut wtxn, META_COMPACT_REV, &rev.to_be_bytes())?;
+        self.write_staged(&mut wtxn)?;
         self.meta
             .put(&mut wtxn, META_CONSISTENT_INDEX, &raft_index.to_be_bytes())?;
         wtxn.commit()?;
@@ -721,6 +726,10 @@ impl Store {
         let records = parse_snapshot(&bytes)?;
         {
             let _writer = self.lock_writer();
+            self.staged
+                .lock()
+                .expect("staged meta lock poisoned")
+                .clear();
             let mut txn = self.env.write_txn()?;
             self.kv.clear(&mut txn)?;
             self.meta.clear(&mut txn)?;
@@ -739,6 +748,36 @@ impl Store {
         self.env.force_sync()?;
         self.rebuild()?;
         Ok(self.consistent_index())
+    }
+
+    /// Stages a named blob (`None` removes it) for the next commit that records a raft index
+    /// ([`WriteTxn::end`], [`Store::set_consistent_index`] or [`Store::compact`]): the apply path
+    /// uses it for bookkeeping that must be durable exactly when the entry it describes is, even
+    /// though another module opens that entry's transaction. A commit that fails loses them (the
+    /// node stops on such a failure); installing a snapshot discards them.
+    pub fn stage_meta(&self, name: &str, value: Option<Vec<u8>>) {
+        self.staged
+            .lock()
+            .expect("staged meta lock poisoned")
+            .push((blob_key(name), value));
+    }
+
+    fn write_staged(&self, txn: &mut RwTxn<'_>) -> Result<(), MvccError> {
+        let staged: Vec<_> = self
+            .staged
+            .lock()
+            .expect("staged meta lock poisoned")
+            .drain(..)
+            .collect();
+        for (name, value) in &staged {
+            match value {
+                Some(v) => self.meta.put(txn, name, v)?,
+                None => {
+                    self.meta.delete(txn, name)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Every named blob whose name starts with `prefix`, in name order.
@@ -1150,6 +1189,7 @@ impl WriteTxn<'_> {
             ..
         } = self;
         assert_eq!(changes.len(), events.len(), "one event per change");
+        store.write_staged(&mut txn)?;
         store
             .meta
             .put(&mut txn, META_CONSISTENT_INDEX, &raft_index.to_be_bytes())?;

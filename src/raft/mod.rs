@@ -27,6 +27,7 @@
 //! [`crate::io::Rng`]: raft-rs's own election-timeout draw is overridden with a seeded one, so a
 //! simulated run replays from its seed.
 
+pub mod dedup;
 mod logger;
 mod node;
 

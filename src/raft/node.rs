@@ -14,6 +14,7 @@ use prost::Message as _;
 use protobuf::Message as _;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::dedup::{Admit, AppliedRequests};
 use crate::io::{Clock, Rng, Transport};
 use crate::lease::Lessor;
 use crate::mvcc::Store;
@@ -138,6 +139,8 @@ pub struct NodeParts {
     pub lessor: Arc<Lessor>,
     /// Index of the last log compaction point (0 when the log was never compacted).
     pub snapshot_index: u64,
+    /// Which requests were applied (from the backend), so a duplicated proposal applies once.
+    pub applied: AppliedRequests,
 }
 
 struct ReadBatch {
@@ -183,6 +186,7 @@ pub struct Node {
     next_read_id: u64,
     pending_reads: Vec<oneshot::Sender<Result<(), RequestError>>>,
     snapshot_index: u64,
+    applied: AppliedRequests,
     last_timeout: usize,
     last_role: (u64, StateRole, u64),
 }
@@ -214,6 +218,7 @@ impl Node {
             next_read_id: 1,
             pending_reads: Vec::new(),
             snapshot_index: parts.snapshot_index,
+            applied: parts.applied,
             last_timeout: 0,
             last_role: (0, StateRole::Follower, 0),
         };
@@ -674,6 +679,7 @@ impl Node {
             .collect();
         self.transport.set_peers(&peers);
         self.lessor.reload(&self.store).map_err(storage)?;
+        self.applied = AppliedRequests::load(&self.store).map_err(storage)?;
         self.snapshot_index = meta.index;
         let _ = std::fs::remove_file(&path);
         tracing::info!(
@@ -860,6 +866,29 @@ impl Node {
         }
         let request = cairnpb::Request::decode(data)
             .map_err(|e| NodeError::Corrupt(format!("entry {index}: {e}")))?;
+        // The re-apply bug ignores both of the guards against applying a request twice.
+        if !crate::bugs::active(crate::bugs::Bug::SkipConsistentIndex) {
+            let admit = self
+                .applied
+                .admit(&self.store, request.origin, request.id, index);
+            if admit != Admit::New {
+                // Its first copy answered the waiter (or, too old to tell, the client times out).
+                tracing::warn!(
+                    index,
+                    origin = %format!("{:x}", request.origin),
+                    request = %format!("{:x}", request.id),
+                    ?admit,
+                    "not applying a request that reached the log twice"
+                );
+                self.metrics
+                    .proposals_duplicated
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return self
+                    .store
+                    .set_consistent_index(index)
+                    .map_err(|e| NodeError::Storage(e.to_string()));
+            }
+        }
         let result = match &request.op {
             Some(cairnpb::request::Op::MemberAttributes(a)) => {
                 Ok((self.apply_attributes(index, a)?, Vec::new()))

@@ -665,6 +665,7 @@ mod tests {
             let req = cairnpb::Request {
                 id: self.index,
                 op: Some(op),
+                origin: 0,
             };
             let result = apply(self.store(), self.index, &req, &|l| l == LEASE);
             if let Err(e) = &result {
@@ -1477,6 +1478,7 @@ mod tests {
         let req = cairnpb::Request {
             id: 1,
             op: Some(Op::Put(put_req("a", "2"))),
+            origin: 0,
         };
         let again = apply(h.store(), h.index, &req, &|_| true);
         assert_eq!(
@@ -1502,12 +1504,20 @@ mod tests {
             op: Some(Op::LeaseRevoke(
                 crate::proto::etcdserverpb::LeaseRevokeRequest { id: 5 },
             )),
+            origin: 0,
         };
         let r = apply(h.store(), 1, &req, &|_| true);
         assert!(matches!(&r, Err(e) if !e.is_deterministic()));
-        let r = apply(h.store(), 1, &cairnpb::Request { id: 1, op: None }, &|_| {
-            true
-        });
+        let r = apply(
+            h.store(),
+            1,
+            &cairnpb::Request {
+                id: 1,
+                op: None,
+                origin: 0,
+            },
+            &|_| true,
+        );
         assert!(matches!(&r, Err(e) if !e.is_deterministic()));
         assert_eq!(h.store().consistent_index(), 0);
     }

@@ -62,6 +62,8 @@ pub struct Metrics {
     pub proposals_applied: AtomicU64,
     pub proposals_pending: AtomicU64,
     pub proposals_failed: AtomicU64,
+    /// Entries not applied because their request was applied before (cairn's own metric).
+    pub proposals_duplicated: AtomicU64,
     pub wal_fsync: Histogram,
     pub backend_commit: Histogram,
     pub read_indexes: AtomicU64,
@@ -138,6 +140,12 @@ impl Metrics {
             "The total number of failed proposals seen.",
             "counter",
             load(&self.proposals_failed),
+        );
+        gauge(
+            "cairn_server_proposals_duplicated_total",
+            "The total number of committed entries not applied because their request was applied before.",
+            "counter",
+            load(&self.proposals_duplicated),
         );
         gauge(
             "etcd_server_read_indexes_total",

@@ -46,6 +46,7 @@ use crate::proto::etcdserverpb::{
     StatusResponse, TxnRequest, TxnResponse,
 };
 use crate::proto::mvccpb::Event;
+use crate::raft::dedup::AppliedRequests;
 use crate::raft::{self as node, Command, Node, NodeConfig, NodeParts, NodeStatus};
 use crate::wal::{Wal, WalOptions};
 use apply::ApplyResponse;
@@ -276,6 +277,8 @@ impl Server {
             members: membership::load(&store).map_err(|e| StartError::Backend(e.to_string()))?,
             lessor: lessor.clone(),
             snapshot_index,
+            applied: AppliedRequests::load(&store)
+                .map_err(|e| StartError::Backend(e.to_string()))?,
         });
         let span = tracing::info_span!("node", member = %format!("{:x}", cfg.member_id));
         let task = tokio::spawn(tracing::Instrument::instrument(node.run(shutdown), span));
@@ -853,7 +856,11 @@ impl Server {
             self.check_not_learner()?;
         }
         let id = self.inner.next_request_id.fetch_add(1, Ordering::Relaxed);
-        let request = cairnpb::Request { id, op: Some(op) };
+        let request = cairnpb::Request {
+            id,
+            op: Some(op),
+            origin: self.inner.cfg.member_id,
+        };
         if request.encoded_len() > self.inner.cfg.max_request_bytes {
             return Err(RequestError::RequestTooLarge);
         }
