@@ -599,10 +599,16 @@ impl Node {
         }
     }
 
-    fn send(&self, msgs: Vec<Message>) {
+    fn send(&mut self, msgs: Vec<Message>) {
         for m in msgs {
             if m.get_msg_type() == MessageType::MsgSnapshot {
-                self.send_snapshot(m);
+                let to = m.to;
+                if let Err(why) = self.send_snapshot(m) {
+                    tracing::warn!(to = %format!("{:x}", to), %why, "cannot prepare a snapshot");
+                    // Raft paused the follower for this snapshot; it must try again later.
+                    self.raw
+                        .report_snapshot(to, ::raft::SnapshotStatus::Failure);
+                }
             } else {
                 self.transport.send(m);
             }
@@ -613,33 +619,38 @@ impl Node {
     /// let the transport stream it. The message's metadata is rewritten to describe exactly what
     /// the file holds (its consistent index, that entry's term, the ConfState applied with it), so
     /// the follower never skips entries the file lacks; entries the file already covers are skipped
-    /// by the follower's consistent index.
-    fn send_snapshot(&self, mut msg: Message) {
-        let report_failure = |why: String| {
-            tracing::warn!(to = %format!("{:x}", msg.to), %why, "cannot prepare a snapshot");
-        };
-        if let Err(e) = std::fs::create_dir_all(&self.cfg.snap_dir) {
-            return report_failure(e.to_string());
-        }
+    /// by the follower's consistent index. An error says why no snapshot could be prepared; the
+    /// caller reports the failure to raft, which would otherwise keep the follower paused.
+    fn send_snapshot(&self, mut msg: Message) -> Result<(), String> {
+        std::fs::create_dir_all(&self.cfg.snap_dir).map_err(|e| e.to_string())?;
         let path = self.cfg.snap_dir.join(format!(
             "out-{:x}-{}.snap",
             msg.to,
             self.clock.now().as_nanos()
         ));
-        let index = match self.store.export_snapshot(&path) {
-            Ok(i) => i,
-            Err(e) => return report_failure(e.to_string()),
-        };
-        let term = match self.raw.raft.raft_log.term(index) {
-            Ok(t) if t > 0 => t,
-            _ => return report_failure(format!("no term known for index {index}")),
-        };
-        let conf_state = match self.store.meta_get(super::CONF_STATE_META) {
-            Ok(Some(bytes)) => match ConfState::parse_from_bytes(&bytes) {
-                Ok(cs) => cs,
-                Err(e) => return report_failure(e.to_string()),
-            },
-            _ => return report_failure("no applied ConfState".into()),
+        let prepared = (|| {
+            let index = self
+                .store
+                .export_snapshot(&path)
+                .map_err(|e| e.to_string())?;
+            let term = match self.raw.raft.raft_log.term(index) {
+                Ok(t) if t > 0 => t,
+                _ => return Err(format!("no term known for index {index}")),
+            };
+            let conf_state = match self.store.meta_get(super::CONF_STATE_META) {
+                Ok(Some(bytes)) => {
+                    ConfState::parse_from_bytes(&bytes).map_err(|e| e.to_string())?
+                }
+                _ => return Err("no applied ConfState".to_string()),
+            };
+            Ok((index, term, conf_state))
+        })();
+        let (index, term, conf_state) = match prepared {
+            Ok(p) => p,
+            Err(why) => {
+                let _ = std::fs::remove_file(&path);
+                return Err(why);
+            }
         };
         let meta = msg.mut_snapshot().mut_metadata();
         meta.index = index;
@@ -647,6 +658,7 @@ impl Node {
         meta.set_conf_state(conf_state);
         tracing::info!(to = %format!("{:x}", msg.to), index, term, "sending a snapshot");
         self.transport.send_snapshot(msg, path);
+        Ok(())
     }
 
     /// Installs a snapshot the leader sent (already received and verified by the transport):
