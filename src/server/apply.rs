@@ -429,44 +429,27 @@ fn apply_compare(view: &dyn View, c: &Compare) -> Result<bool, RequestError> {
 /// etcd's `compareKV`. A target union that does not match the target compares against zero (or
 /// empty bytes); an unknown target compares equal; an unknown result is true.
 fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
-    let int = |v: i64, want: Option<i64>| v.cmp(&want.unwrap_or(0));
-    let tu = c.target_union.as_ref();
-    let ord = match CompareTarget::try_from(c.target).ok() {
+    let target = CompareTarget::try_from(c.target).ok();
+    // The number to compare with, when the union holds the variant of the target (else 0).
+    let number = match (target, c.target_union.as_ref()) {
+        (Some(CompareTarget::Create), Some(TargetUnion::CreateRevision(v)))
+        | (Some(CompareTarget::Mod), Some(TargetUnion::ModRevision(v)))
+        | (Some(CompareTarget::Version), Some(TargetUnion::Version(v)))
+        | (Some(CompareTarget::Lease), Some(TargetUnion::Lease(v))) => *v,
+        _ => 0,
+    };
+    let ord = match target {
         Some(CompareTarget::Value) => {
-            let want: &[u8] = match tu {
+            let want: &[u8] = match c.target_union.as_ref() {
                 Some(TargetUnion::Value(v)) => v,
                 _ => &[],
             };
             kv.value.as_slice().cmp(want)
         }
-        Some(CompareTarget::Create) => int(
-            kv.create_revision,
-            match tu {
-                Some(TargetUnion::CreateRevision(v)) => Some(*v),
-                _ => None,
-            },
-        ),
-        Some(CompareTarget::Mod) => int(
-            kv.mod_revision,
-            match tu {
-                Some(TargetUnion::ModRevision(v)) => Some(*v),
-                _ => None,
-            },
-        ),
-        Some(CompareTarget::Version) => int(
-            kv.version,
-            match tu {
-                Some(TargetUnion::Version(v)) => Some(*v),
-                _ => None,
-            },
-        ),
-        Some(CompareTarget::Lease) => int(
-            kv.lease,
-            match tu {
-                Some(TargetUnion::Lease(v)) => Some(*v),
-                _ => None,
-            },
-        ),
+        Some(CompareTarget::Create) => kv.create_revision.cmp(&number),
+        Some(CompareTarget::Mod) => kv.mod_revision.cmp(&number),
+        Some(CompareTarget::Version) => kv.version.cmp(&number),
+        Some(CompareTarget::Lease) => kv.lease.cmp(&number),
         None => Ordering::Equal,
     };
     match CompareResult::try_from(c.result).ok() {

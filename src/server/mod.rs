@@ -368,13 +368,7 @@ impl Server {
     #[tracing::instrument(skip_all, level = "debug")]
     pub async fn put(&self, req: PutRequest) -> Result<PutResponse, RequestError> {
         validate::check_put(&req)?;
-        match self.propose(cairnpb::request::Op::Put(req)).await? {
-            (ApplyResponse::Put(mut r), term) => {
-                self.fill_header(&mut r.header, Some(term));
-                Ok(r)
-            }
-            (other, _) => Err(unexpected(other)),
-        }
+        self.write(cairnpb::request::Op::Put(req)).await
     }
 
     #[tracing::instrument(skip_all, level = "debug")]
@@ -383,25 +377,13 @@ impl Server {
         req: DeleteRangeRequest,
     ) -> Result<DeleteRangeResponse, RequestError> {
         validate::check_delete_range(&req)?;
-        match self.propose(cairnpb::request::Op::DeleteRange(req)).await? {
-            (ApplyResponse::DeleteRange(mut r), term) => {
-                self.fill_header(&mut r.header, Some(term));
-                Ok(r)
-            }
-            (other, _) => Err(unexpected(other)),
-        }
+        self.write(cairnpb::request::Op::DeleteRange(req)).await
     }
 
     #[tracing::instrument(skip_all, level = "debug")]
     pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse, RequestError> {
         validate::check_txn(&req, self.inner.cfg.max_txn_ops)?;
-        match self.propose(cairnpb::request::Op::Txn(req)).await? {
-            (ApplyResponse::Txn(mut r), term) => {
-                self.fill_header(&mut r.header, Some(term));
-                Ok(r)
-            }
-            (other, _) => Err(unexpected(other)),
-        }
+        self.write(cairnpb::request::Op::Txn(req)).await
     }
 
     #[tracing::instrument(skip_all, level = "debug")]
@@ -409,13 +391,7 @@ impl Server {
         &self,
         req: CompactionRequest,
     ) -> Result<CompactionResponse, RequestError> {
-        match self.propose(cairnpb::request::Op::Compaction(req)).await? {
-            (ApplyResponse::Compaction(mut r), term) => {
-                self.fill_header(&mut r.header, Some(term));
-                Ok(r)
-            }
-            (other, _) => Err(unexpected(other)),
-        }
+        self.write(cairnpb::request::Op::Compaction(req)).await
     }
 
     /// `GET /metrics`: Prometheus text under etcd's metric names.
@@ -461,13 +437,7 @@ impl Server {
             req.id = (self.inner.next_request_id.fetch_add(1, Ordering::Relaxed)
                 & (i64::MAX as u64)) as i64;
         }
-        match self.propose(cairnpb::request::Op::LeaseGrant(req)).await? {
-            (ApplyResponse::LeaseGrant(mut r), term) => {
-                self.fill_header(&mut r.header, Some(term));
-                Ok(r)
-            }
-            (other, _) => Err(unexpected(other)),
-        }
+        self.write(cairnpb::request::Op::LeaseGrant(req)).await
     }
 
     /// Revokes a lease through raft, deleting its keys.
@@ -476,13 +446,7 @@ impl Server {
         &self,
         req: LeaseRevokeRequest,
     ) -> Result<LeaseRevokeResponse, RequestError> {
-        match self.propose(cairnpb::request::Op::LeaseRevoke(req)).await? {
-            (ApplyResponse::LeaseRevoke(mut r), term) => {
-                self.fill_header(&mut r.header, Some(term));
-                Ok(r)
-            }
-            (other, _) => Err(unexpected(other)),
-        }
+        self.write(cairnpb::request::Op::LeaseRevoke(req)).await
     }
 
     /// One keep-alive: renews the lease on the leader and answers its TTL (0 for an unknown lease,
@@ -847,6 +811,15 @@ impl Server {
             .map_err(|_| RequestError::Stopped)
     }
 
+    /// Replicates one write, waits for this member to apply it, and answers with the response of
+    /// the kind `R` the write produces, its header filled in.
+    async fn write<R: WriteAnswer>(&self, op: cairnpb::request::Op) -> Result<R, RequestError> {
+        let (applied, term) = self.propose(op).await?;
+        let mut r = R::from_apply(applied).map_err(unexpected)?;
+        self.fill_header(r.header_mut(), Some(term));
+        Ok(r)
+    }
+
     /// Replicates one write and waits for this member to apply it.
     async fn propose(
         &self,
@@ -918,14 +891,47 @@ pub fn member_context(m: &InitialMember) -> String {
         .to_string()
 }
 
+/// A response that a write's apply produces: how to take it out of an [`ApplyResponse`], and
+/// where its header is.
+trait WriteAnswer: Sized {
+    fn from_apply(r: ApplyResponse) -> Result<Self, ApplyResponse>;
+    fn header_mut(&mut self) -> &mut Option<ResponseHeader>;
+}
+
+macro_rules! write_answer {
+    ($($variant:ident => $ty:ty),* $(,)?) => {$(
+        impl WriteAnswer for $ty {
+            fn from_apply(r: ApplyResponse) -> Result<Self, ApplyResponse> {
+                match r {
+                    ApplyResponse::$variant(x) => Ok(x),
+                    other => Err(other),
+                }
+            }
+            fn header_mut(&mut self) -> &mut Option<ResponseHeader> {
+                &mut self.header
+            }
+        }
+    )*};
+}
+
+write_answer!(
+    Put => PutResponse,
+    DeleteRange => DeleteRangeResponse,
+    Txn => TxnResponse,
+    Compaction => CompactionResponse,
+    LeaseGrant => LeaseGrantResponse,
+    LeaseRevoke => LeaseRevokeResponse,
+);
+
 fn unexpected(r: ApplyResponse) -> RequestError {
     RequestError::Internal(format!(
         "apply answered with the wrong response kind: {r:?}"
     ))
 }
 
-/// Request ids are unique across the cluster and across restarts: the low 16 bits of the member id
-/// in the top 16 bits, this start's number in the next 16, then a 32-bit counter.
+/// Request ids are unique for a member across its restarts (and, with the member id that travels
+/// beside them as `Request.origin`, across the cluster): the low 16 bits of the member id in the
+/// top 16 bits, this start's number in the next 16, then a 32-bit counter.
 fn initial_request_id(member_id: u64, boot: u64) -> u64 {
     ((member_id & 0xffff) << 48) | ((boot & 0xffff) << 32)
 }
