@@ -412,6 +412,20 @@ async fn delete_round_trip(kind: Kind) {
     assert!(r.kvs().is_empty());
 }
 
+/// The raft index once the server's own start-up entries (etcd sets the cluster version a moment
+/// after it serves) have settled: unchanged over 300 ms.
+async fn settled_raft_index(c: &mut Client) -> u64 {
+    let mut last = c.status().await.unwrap().raft_index();
+    loop {
+        real_tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let now = c.status().await.unwrap().raft_index();
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+}
+
 async fn txn_round_trip(kind: Kind) {
     let (_server, mut c) = start(kind, &[]).await;
     c.put("k1", "v1", None).await.unwrap(); // rev 2
@@ -507,9 +521,27 @@ async fn txn_round_trip(kind: Kind) {
             Compare::mod_revision("missing", CompareOp::Equal, 0),
         ])
         .and_then([TxnOp::get("k2", None)]);
+    let raft_index = settled_raft_index(&mut c).await;
     let r = c.txn(txn).await.unwrap();
     assert!(r.succeeded());
     assert_header(r.header(), 6);
+    match &r.op_responses()[0] {
+        TxnOpResponse::Get(g) => {
+            assert_eq!(g.header().unwrap().revision(), 6);
+            assert_eq!(kvs(g.kvs()), [t("k2", "v2c", 3, 6, 3)]);
+        }
+        other => panic!("expected a range response, got {other:?}"),
+    }
+    // It is served like a range, without a log entry. A nested txn, even one that only reads,
+    // goes through the log (etcd's isTxnReadonly looks at the top level only).
+    assert_eq!(c.status().await.unwrap().raft_index(), raft_index);
+    let nested = Txn::new().and_then([TxnOp::txn(
+        Txn::new().and_then([TxnOp::get("k", Some(GetOptions::new().with_prefix()))]),
+    )]);
+    let r = c.txn(nested).await.unwrap();
+    assert!(r.succeeded());
+    assert_header(r.header(), 6);
+    assert_eq!(c.status().await.unwrap().raft_index(), raft_index + 1);
 
     // A value compare on a missing key is false.
     let txn = Txn::new()

@@ -168,16 +168,23 @@ pub fn range(store: &Store, req: &RangeRequest) -> Result<RangeResponse, Request
     range_request(store, req)
 }
 
-/// Whether a txn only reads (etcd's `isTxnReadonly`): such a txn needs no log entry.
+/// Whether a txn only reads (etcd's `isTxnReadonly`): every top-level op of both branches is a
+/// range. Such a txn needs no log entry. As in etcd, a nested txn counts as a write, even one that
+/// only reads.
 pub fn is_txn_read_only(req: &TxnRequest) -> bool {
     req.success
         .iter()
         .chain(&req.failure)
-        .all(|op| match &op.request {
-            Some(Request::RequestRange(_)) | None => true,
-            Some(Request::RequestTxn(t)) => is_txn_read_only(t),
-            Some(Request::RequestPut(_) | Request::RequestDeleteRange(_)) => false,
-        })
+        .all(|op| matches!(op.request, Some(Request::RequestRange(_))))
+}
+
+/// Whether a read-only txn may skip the ReadIndex round (etcd's `isTxnSerializable`): every
+/// top-level op of both branches is a serializable range.
+pub fn is_txn_serializable(req: &TxnRequest) -> bool {
+    req.success
+        .iter()
+        .chain(&req.failure)
+        .all(|op| matches!(&op.request, Some(Request::RequestRange(r)) if r.serializable))
 }
 
 /// Serves a txn without writes outside the log, against one consistent view of the store.
@@ -1419,16 +1426,19 @@ mod tests {
                 CompareResult::Equal,
                 TargetUnion::Value(b"1".to_vec()),
             )],
-            success: vec![
-                op_get("a", ""),
-                op(Request::RequestTxn(TxnRequest {
-                    success: vec![op_get("b", "")],
-                    ..Default::default()
-                })),
-            ],
-            failure: vec![],
+            success: vec![op_get("a", "")],
+            failure: vec![op_get("b", "")],
         };
         assert!(is_txn_read_only(&t));
+        // etcd's rule: a nested txn counts as a write even if it only reads.
+        let nested = TxnRequest {
+            success: vec![op(Request::RequestTxn(TxnRequest {
+                success: vec![op_get("b", "")],
+                ..Default::default()
+            }))],
+            ..Default::default()
+        };
+        assert!(!is_txn_read_only(&nested));
         let r = txn_read_only(h.store(), &t).unwrap();
         assert!(r.succeeded);
         assert_eq!(rev_of(&r.header), 2);

@@ -383,7 +383,18 @@ impl Server {
     #[tracing::instrument(skip_all, level = "debug")]
     pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse, RequestError> {
         validate::check_txn(&req, self.inner.cfg.max_txn_ops)?;
-        self.write(cairnpb::request::Op::Txn(req)).await
+        if !apply::is_txn_read_only(&req) {
+            return self.write(cairnpb::request::Op::Txn(req)).await;
+        }
+        // As etcd: a txn that only reads needs no log entry, just the read path of a range —
+        // after a ReadIndex round unless every top-level op is a serializable range.
+        self.check_not_learner()?;
+        if !apply::is_txn_serializable(&req) {
+            self.read_index().await?;
+        }
+        let mut resp = apply::txn_read_only(&self.inner.store, &req)?;
+        self.fill_header(&mut resp.header, None);
+        Ok(resp)
     }
 
     #[tracing::instrument(skip_all, level = "debug")]
