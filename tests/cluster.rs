@@ -131,6 +131,17 @@ fn start_elect_replicate(size: usize) {
         }
     }
     cluster.assert_hashkv_equal(&all, CATCH_UP_TIMEOUT);
+
+    // Replaying the bootstrap membership never showed the transport a partial member list (it
+    // used to drop and re-dial links at every start).
+    for m in &cluster.members {
+        assert!(
+            !m.log().contains("closing the link"),
+            "{} dropped a peer link at start:\n{}",
+            m.name(),
+            m.log_tail()
+        );
+    }
 }
 
 /// Rounds of the concurrent-read test: in each, every member serves one linearizable get at the

@@ -187,6 +187,8 @@ pub struct Node {
     pending_reads: Vec<oneshot::Sender<Result<(), RequestError>>>,
     snapshot_index: u64,
     applied: AppliedRequests,
+    /// A conf change was applied in this batch: the transport needs the new member list.
+    peers_changed: bool,
     last_timeout: usize,
     last_role: (u64, StateRole, u64),
 }
@@ -219,6 +221,7 @@ impl Node {
             pending_reads: Vec::new(),
             snapshot_index: parts.snapshot_index,
             applied: parts.applied,
+            peers_changed: false,
             last_timeout: 0,
             last_role: (0, StateRole::Follower, 0),
         };
@@ -684,12 +687,7 @@ impl Node {
             .record_snapshot(meta.index, meta.term)
             .map_err(|e| NodeError::Wal(e.to_string()))?;
         self.members = membership::load(&self.store).map_err(storage)?;
-        let peers: Vec<(u64, Vec<String>)> = self
-            .members
-            .iter()
-            .map(|m| (m.id, m.peer_urls.clone()))
-            .collect();
-        self.transport.set_peers(&peers);
+        self.set_transport_peers();
         self.lessor.reload(&self.store).map_err(storage)?;
         self.applied = AppliedRequests::load(&self.store).map_err(storage)?;
         self.snapshot_index = meta.index;
@@ -821,6 +819,25 @@ impl Node {
     }
 
     fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<(), NodeError> {
+        let result = self.apply_each(entries);
+        if std::mem::take(&mut self.peers_changed) {
+            // Once per batch: the bootstrap conf changes, replayed one by one, would each show the
+            // transport a partial member list and make it drop links it needs a moment later.
+            self.set_transport_peers();
+        }
+        result
+    }
+
+    fn set_transport_peers(&self) {
+        let peers: Vec<(u64, Vec<String>)> = self
+            .members
+            .iter()
+            .map(|m| (m.id, m.peer_urls.clone()))
+            .collect();
+        self.transport.set_peers(&peers);
+    }
+
+    fn apply_each(&mut self, entries: Vec<Entry>) -> Result<(), NodeError> {
         for entry in entries {
             let index = entry.index;
             if index <= self.store.consistent_index()
@@ -981,12 +998,7 @@ impl Node {
         w.end().map_err(storage)?;
         self.raw.mut_store().wl().set_conf_state(cs.clone());
         self.members = members;
-        let peers: Vec<(u64, Vec<String>)> = self
-            .members
-            .iter()
-            .map(|m| (m.id, m.peer_urls.clone()))
-            .collect();
-        self.transport.set_peers(&peers);
+        self.peers_changed = true;
         let request_id = serde_json::from_slice::<serde_json::Value>(context)
             .ok()
             .and_then(|v| v["request_id"].as_u64());
