@@ -68,7 +68,7 @@ mod tests;
 pub use index::KeySpan;
 pub use revision::Revision;
 pub use store::{
-    parse_snapshot, ReadTxn, Store, WriteTxn, EVENTS_BETWEEN_MAX, SNAPSHOT_MAGIC,
+    read_snapshot, verify_snapshot, ReadTxn, Store, WriteTxn, EVENTS_BETWEEN_MAX, SNAPSHOT_MAGIC,
     SNAPSHOT_RECORD_BYTES_MAX,
 };
 

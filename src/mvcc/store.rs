@@ -42,50 +42,97 @@ pub const SNAPSHOT_MAGIC: &[u8] = b"CAIRNSNAP1";
 /// Largest key or value a snapshot record may carry (LMDB's own limits are far below).
 pub const SNAPSHOT_RECORD_BYTES_MAX: usize = 64 * 1024 * 1024;
 
-/// One record of a snapshot file: tag (1 = kv, 2 = meta), key, value.
-pub type SnapshotRecord<'a> = (u8, &'a [u8], &'a [u8]);
+/// What [`read_snapshot`] calls with each record: tag (1 = kv, 2 = meta), key, value.
+pub type SnapshotRecordFn<'a> = dyn FnMut(u8, &[u8], &[u8]) -> Result<(), MvccError> + 'a;
 
-/// Checks a snapshot file's framing and checksum and returns its records (tag, key, value).
-pub fn parse_snapshot(bytes: &[u8]) -> Result<Vec<SnapshotRecord<'_>>, MvccError> {
+/// Reads a snapshot file written by [`Store::export_snapshot`] front to back, calling
+/// `record(tag, key, value)` for each record (tag 1 = kv, 2 = meta), and checks its framing and
+/// checksum as it goes. Memory stays at one record however large the file. The checksum is at
+/// the end, so the records are only known good once this returns `Ok`: a caller that acts on them
+/// must be able to undo that (install does it in one LMDB transaction it commits only then).
+/// Returns the file's length in bytes.
+pub fn read_snapshot(
+    reader: impl std::io::Read,
+    record: &mut SnapshotRecordFn<'_>,
+) -> Result<u64, MvccError> {
+    use std::io::Read as _;
     let bad = |why: &str| MvccError::Corrupt(format!("snapshot: {why}"));
-    if bytes.len() < SNAPSHOT_MAGIC.len() + 5 || !bytes.starts_with(SNAPSHOT_MAGIC) {
+    let mut r = std::io::BufReader::new(reader);
+    let mut crc = crc32fast::Hasher::new();
+    let mut len = 0u64;
+    // Reads exactly buf.len() bytes into the checksum; `what` names the damage if the file ends.
+    let mut take = |r: &mut std::io::BufReader<_>, buf: &mut [u8], what: &str| {
+        r.read_exact(buf).map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => bad(what),
+            _ => MvccError::from(e),
+        })?;
+        crc.update(buf);
+        len += buf.len() as u64;
+        Ok::<(), MvccError>(())
+    };
+    let mut magic = [0u8; SNAPSHOT_MAGIC.len()];
+    take(&mut r, &mut magic, "not a cairn snapshot")?;
+    if magic != SNAPSHOT_MAGIC {
         return Err(bad("not a cairn snapshot"));
     }
-    let body = &bytes[..bytes.len() - 4];
-    let stored = u32::from_le_bytes(bytes[bytes.len() - 4..].try_into().expect("4 bytes"));
-    if crc32fast::hash(body) != stored {
-        return Err(bad("checksum mismatch"));
-    }
-    let mut at = SNAPSHOT_MAGIC.len();
-    let mut records = Vec::new();
+    let (mut key, mut value) = (Vec::new(), Vec::new());
     loop {
-        let tag = *body.get(at).ok_or_else(|| bad("truncated record"))?;
-        at += 1;
-        if tag == 0 {
-            if at != body.len() {
-                return Err(bad("data after the end marker"));
-            }
-            return Ok(records);
+        let mut tag = [0u8; 1];
+        take(&mut r, &mut tag, "truncated record")?;
+        if tag[0] == 0 {
+            break;
         }
-        if tag > 2 || at + 8 > body.len() {
+        let mut lens = [0u8; 8];
+        take(&mut r, &mut lens, "bad record header")?;
+        if tag[0] > 2 {
             return Err(bad("bad record header"));
         }
-        let klen = u32::from_le_bytes(body[at..at + 4].try_into().expect("4 bytes")) as usize;
-        let vlen = u32::from_le_bytes(body[at + 4..at + 8].try_into().expect("4 bytes")) as usize;
-        at += 8;
-        if klen > SNAPSHOT_RECORD_BYTES_MAX
-            || vlen > SNAPSHOT_RECORD_BYTES_MAX
-            || at + klen + vlen > body.len()
-        {
+        let klen = u32::from_le_bytes(lens[..4].try_into().expect("4 bytes")) as usize;
+        let vlen = u32::from_le_bytes(lens[4..].try_into().expect("4 bytes")) as usize;
+        if klen > SNAPSHOT_RECORD_BYTES_MAX || vlen > SNAPSHOT_RECORD_BYTES_MAX {
             return Err(bad("record length out of bounds"));
         }
-        records.push((
-            tag,
-            &body[at..at + klen],
-            &body[at + klen..at + klen + vlen],
-        ));
-        at += klen + vlen;
+        key.resize(klen, 0);
+        value.resize(vlen, 0);
+        take(&mut r, &mut key, "record length out of bounds")?;
+        take(&mut r, &mut value, "record length out of bounds")?;
+        record(tag[0], &key, &value)?;
     }
+    let computed = crc.finalize();
+    let mut stored = [0u8; 4];
+    let n = read_full(&mut r, &mut stored)?;
+    let mut extra = [0u8; 1];
+    if n < 4 || read_full(&mut r, &mut extra)? != 0 {
+        // The end marker must be followed by exactly the checksum.
+        return Err(bad(if n < 4 {
+            "truncated record"
+        } else {
+            "data after the end marker"
+        }));
+    }
+    if u32::from_le_bytes(stored) != computed {
+        return Err(bad("checksum mismatch"));
+    }
+    Ok(len + 4)
+}
+
+/// Reads until `buf` is full or the input ends; returns the bytes read.
+fn read_full(r: &mut impl std::io::Read, buf: &mut [u8]) -> Result<usize, MvccError> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(n)
+}
+
+/// Checks a snapshot file's framing and checksum without keeping its records.
+pub fn verify_snapshot(path: &Path) -> Result<u64, MvccError> {
+    read_snapshot(std::fs::File::open(path)?, &mut |_, _, _| Ok(()))
 }
 
 /// The part of the store readers and the writer share behind one lock.
@@ -718,12 +765,11 @@ impl Store {
     }
 
     /// Replaces the whole backend with a snapshot file written by [`Store::export_snapshot`] (on
-    /// the leader), in one LMDB write transaction, then rebuilds the in-memory state. The file's
-    /// checksum is verified before anything is touched: a damaged snapshot is refused, never
-    /// served. Returns the consistent index the store now holds.
+    /// the leader), in one LMDB write transaction, then rebuilds the in-memory state. The file is
+    /// read as a stream, and the transaction commits only once its checksum matched: a damaged
+    /// snapshot is refused, never served, and leaves the store as it was. Returns the consistent index the store now holds.
     pub fn install_snapshot(&self, path: &Path) -> Result<u64, MvccError> {
-        let bytes = std::fs::read(path)?;
-        let records = parse_snapshot(&bytes)?;
+        let file = std::fs::File::open(path)?;
         {
             let _writer = self.lock_writer();
             self.staged
@@ -733,7 +779,9 @@ impl Store {
             let mut txn = self.env.write_txn()?;
             self.kv.clear(&mut txn)?;
             self.meta.clear(&mut txn)?;
-            for (tag, k, v) in records {
+            // Records go in as they are read; the checksum comes last, and a bad file leaves the
+            // transaction uncommitted (dropped, so aborted): the store is untouched.
+            read_snapshot(file, &mut |tag, k, v| {
                 match tag {
                     1 => self.kv.put(&mut txn, k, v)?,
                     _ => {
@@ -742,7 +790,8 @@ impl Store {
                         self.meta.put(&mut txn, name, v)?
                     }
                 }
-            }
+                Ok(())
+            })?;
             txn.commit()?;
         }
         self.env.force_sync()?;

@@ -597,3 +597,61 @@ fn copy_to_makes_an_openable_snapshot() {
     );
     copy.check_consistency().unwrap();
 }
+
+#[test]
+fn a_snapshot_file_installs_the_same_store_and_damage_changes_nothing() {
+    let (_dir, leader) = open();
+    put(&leader, 1, "a", "1");
+    put(&leader, 2, "b", "2");
+    del(&leader, 3, "a", "");
+    let mut w = leader.write(4).unwrap();
+    w.meta_put("lease", b"blob").unwrap();
+    w.end().unwrap();
+    let files = TempDir::new().unwrap();
+    let path = files.path().join("snap");
+    assert_eq!(leader.export_snapshot(&path).unwrap(), 4);
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(verify_snapshot(&path).unwrap(), bytes.len() as u64);
+
+    // A follower with other data: every kind of damage is refused and leaves it as it was.
+    let (_fdir, follower) = open();
+    put(&follower, 1, "old", "x");
+    let before = all(&follower);
+    let mut flipped = bytes.clone();
+    flipped[bytes.len() / 2] ^= 0x10;
+    let mut trailing = bytes.clone();
+    trailing.push(0);
+    let mut bad_magic = bytes.clone();
+    bad_magic[0] ^= 1;
+    let damaged = [
+        ("flipped", flipped),
+        ("truncated", bytes[..bytes.len() - 1].to_vec()),
+        ("cut mid-record", bytes[..bytes.len() / 2].to_vec()),
+        ("trailing", trailing),
+        ("magic", bad_magic),
+        ("empty", Vec::new()),
+    ];
+    for (what, data) in damaged {
+        let p = files.path().join(what);
+        std::fs::write(&p, &data).unwrap();
+        assert!(
+            matches!(verify_snapshot(&p), Err(MvccError::Corrupt(_))),
+            "{what}: {:?}",
+            verify_snapshot(&p)
+        );
+        assert!(follower.install_snapshot(&p).is_err(), "{what}");
+        assert_eq!(all(&follower), before, "{what}");
+        assert_eq!(follower.consistent_index(), 1, "{what}");
+    }
+
+    // The good file: the follower becomes the leader's copy, meta included.
+    assert_eq!(follower.install_snapshot(&path).unwrap(), 4);
+    assert_eq!(all(&follower), all(&leader));
+    assert_eq!(follower.current_revision(), leader.current_revision());
+    assert_eq!(
+        follower.meta_get("lease").unwrap().as_deref(),
+        Some(&b"blob"[..])
+    );
+    assert_eq!(follower.hash_kv(0).unwrap(), leader.hash_kv(0).unwrap());
+    follower.check_consistency().unwrap();
+}

@@ -465,8 +465,7 @@ impl Peer for PeerService {
         file.sync_all()
             .map_err(|e| tonic::Status::internal(e.to_string()))?;
         drop(file);
-        let bytes = std::fs::read(&tmp).map_err(|e| tonic::Status::internal(e.to_string()))?;
-        if let Err(e) = crate::mvcc::parse_snapshot(&bytes) {
+        if let Err(e) = crate::mvcc::verify_snapshot(&tmp) {
             let _ = std::fs::remove_file(&tmp);
             return Err(tonic::Status::data_loss(e.to_string()));
         }
