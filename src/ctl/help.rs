@@ -7,6 +7,10 @@
 //! The root help lists every etcdctl command, including the ones cairnctl does not implement.
 
 pub const ROOT: &str = include_str!("texts/root.txt");
+pub const SNAPSHOT: &str = include_str!("texts/snapshot.txt");
+pub const SNAPSHOT_SAVE: &str = include_str!("texts/snapshot_save.txt");
+pub const SNAPSHOT_RESTORE: &str = include_str!("texts/snapshot_restore.txt");
+pub const SNAPSHOT_STATUS: &str = include_str!("texts/snapshot_status.txt");
 pub const GET: &str = include_str!("texts/get.txt");
 pub const PUT: &str = include_str!("texts/put.txt");
 pub const DEL: &str = include_str!("texts/del.txt");

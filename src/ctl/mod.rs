@@ -60,6 +60,7 @@ mod lease;
 mod member;
 mod ops;
 mod printer;
+mod snapshot;
 mod table;
 mod txn_parse;
 mod watch;
@@ -218,6 +219,7 @@ const ROOT_COMMANDS: &[&str] = &[
 const ENDPOINT_COMMANDS: &[&str] = &["health", "status", "hashkv"];
 const MEMBER_COMMANDS: &[&str] = &["add", "remove", "update", "list", "promote"];
 const LEASE_COMMANDS: &[&str] = &["grant", "revoke", "timetolive", "list", "keep-alive"];
+const SNAPSHOT_COMMANDS: &[&str] = &["save", "restore", "status"];
 
 /// etcdctl exits with this when a watch ends (`ExitInterrupted`).
 pub const EXIT_INTERRUPTED: i32 = 5;
@@ -249,6 +251,10 @@ enum Command {
     MemberUpdate,
     MemberList,
     MemberPromote,
+    Snapshot,
+    SnapshotSave,
+    SnapshotRestore,
+    SnapshotStatus,
     Version,
     Help,
     /// An etcdctl command cairnctl does not implement.
@@ -297,6 +303,7 @@ impl Command {
             Command::LeaseKeepAlive => vec![HELP, local("once", Kind::Bool)],
             Command::MemberAdd => vec![HELP, local("learner", Kind::Bool), member::PEER_URLS],
             Command::MemberUpdate => vec![HELP, member::PEER_URLS],
+            Command::SnapshotRestore => snapshot::RESTORE_FLAGS.to_vec(),
             _ => vec![HELP],
         };
         defs.extend_from_slice(GLOBAL);
@@ -344,6 +351,10 @@ impl Command {
             Command::MemberUpdate => help::MEMBER_UPDATE,
             Command::MemberList => help::MEMBER_LIST,
             Command::MemberPromote => help::MEMBER_PROMOTE,
+            Command::Snapshot => help::SNAPSHOT,
+            Command::SnapshotSave => help::SNAPSHOT_SAVE,
+            Command::SnapshotRestore => help::SNAPSHOT_RESTORE,
+            Command::SnapshotStatus => help::SNAPSHOT_STATUS,
             Command::Version => help::VERSION,
             Command::Root | Command::Help | Command::Missing(_) => help::ROOT,
         }
@@ -513,6 +524,18 @@ fn find(args: &[String]) -> Result<(Command, Vec<String>), String> {
                 },
             ));
         }
+        "snapshot" => {
+            return Ok(find_sub(
+                &rest,
+                Command::Snapshot,
+                SNAPSHOT_COMMANDS,
+                |name| match name {
+                    "save" => Command::SnapshotSave,
+                    "restore" => Command::SnapshotRestore,
+                    _ => Command::SnapshotStatus,
+                },
+            ));
+        }
         "move-leader" => Command::MoveLeader,
         "watch" => Command::Watch,
         other => Command::Missing(other),
@@ -561,7 +584,11 @@ async fn dispatch(
     }
     let inherited = command.inherited();
     match command {
-        Command::Root | Command::Endpoint | Command::Member | Command::Lease => {
+        Command::Root
+        | Command::Endpoint
+        | Command::Member
+        | Command::Lease
+        | Command::Snapshot => {
             let _ = io.out.write_all(command.help_text().as_bytes());
             Ok(())
         }
@@ -596,6 +623,9 @@ async fn dispatch(
             };
             watch::watch(flags, positional, raw, &inherited, env, io).await
         }
+        Command::SnapshotSave => snapshot::save(flags, positional, &inherited, env, io).await,
+        Command::SnapshotRestore => snapshot::restore(flags, positional, io),
+        Command::SnapshotStatus => snapshot::status(flags, positional, io),
         Command::Version => commands::version(io),
         Command::Missing(_) => Ok(()),
     }

@@ -68,7 +68,7 @@ mod tests;
 pub use index::KeySpan;
 pub use revision::Revision;
 pub use store::{
-    read_snapshot, verify_snapshot, ReadTxn, Store, WriteTxn, EVENTS_BETWEEN_MAX, SNAPSHOT_MAGIC,
+    read_snapshot, verify_snapshot, ReadTxn, CLIENT_SNAPSHOT_PREFIX, Store, WriteTxn, EVENTS_BETWEEN_MAX, SNAPSHOT_MAGIC,
     SNAPSHOT_RECORD_BYTES_MAX,
 };
 

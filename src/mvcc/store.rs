@@ -37,6 +37,10 @@ const META_FINISHED_COMPACT_REV: &str = "cairn/finished_compact_rev";
 /// Prefix of the named blobs of [`WriteTxn::meta_put`] / [`Store::meta_get`].
 const META_BLOB_PREFIX: &str = "blob/";
 
+/// Name prefix of the backend copies the Maintenance service streams to clients, kept in the
+/// store's directory while they are sent; [`Store::open`] removes any a crash left behind.
+pub const CLIENT_SNAPSHOT_PREFIX: &str = "client-snapshot-";
+
 /// First bytes of a snapshot file.
 pub const SNAPSHOT_MAGIC: &[u8] = b"CAIRNSNAP1";
 /// Largest key or value a snapshot record may carry (LMDB's own limits are far below).
@@ -252,6 +256,16 @@ impl Store {
     /// finishing a compaction a crash interrupted. `map_size_bytes` is the most LMDB may grow to.
     pub fn open(dir: &Path, map_size_bytes: usize) -> Result<Store, MvccError> {
         std::fs::create_dir_all(dir)?;
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(CLIENT_SNAPSHOT_PREFIX)
+            {
+                std::fs::remove_file(entry.path())?;
+            }
+        }
         let map_size = map_size_bytes
             .max(MAP_SIZE_ALIGN_BYTES)
             .div_ceil(MAP_SIZE_ALIGN_BYTES)
@@ -873,6 +887,61 @@ impl Store {
     pub fn sync(&self) -> Result<(), MvccError> {
         self.env.force_sync()?;
         Ok(())
+    }
+
+    /// Makes a copy of another cluster's backend the start of a new one (`snapshot restore`): the
+    /// applied index goes back to 0, so that the new cluster's first entries apply, and the blobs
+    /// under `blob_prefixes` (the old cluster's membership) are removed. Keys, revisions and every
+    /// other blob (leases) stay.
+    pub fn reset_for_new_cluster(&self, blob_prefixes: &[&str]) -> Result<(), MvccError> {
+        let _writer = self.lock_writer();
+        let mut txn = self.env.write_txn()?;
+        let mut doomed = Vec::new();
+        for prefix in blob_prefixes {
+            for item in self.meta.prefix_iter(&txn, &blob_key(prefix))? {
+                doomed.push(item?.0.to_string());
+            }
+        }
+        for name in &doomed {
+            self.meta.delete(&mut txn, name)?;
+        }
+        self.meta
+            .put(&mut txn, META_CONSISTENT_INDEX, &0u64.to_be_bytes())?;
+        txn.commit()?;
+        self.env.force_sync()?;
+        self.state_write().consistent_index = 0;
+        Ok(())
+    }
+
+    /// How many records the backend holds: key revisions plus metadata records.
+    pub fn record_count(&self) -> Result<u64, MvccError> {
+        let txn = self.env.read_txn()?;
+        Ok(self.kv.len(&txn)? + self.meta.len(&txn)?)
+    }
+
+    /// A CRC-32 of the whole backend: every key revision, then every metadata record but the
+    /// applied index (members that applied the same entries agree; the index moves with every
+    /// entry, including ones that change nothing).
+    pub fn hash_backend(&self) -> Result<u32, MvccError> {
+        let txn = self.env.read_txn()?;
+        let mut crc = crc32fast::Hasher::new();
+        for item in self.kv.iter(&txn)? {
+            let (k, v) = item?;
+            for part in [k, v] {
+                crc.update(&(part.len() as u32).to_le_bytes());
+                crc.update(part);
+            }
+        }
+        for item in self.meta.iter(&txn)? {
+            let (k, v) = item?;
+            if k != META_CONSISTENT_INDEX {
+                for part in [k.as_bytes(), v] {
+                    crc.update(&(part.len() as u32).to_le_bytes());
+                    crc.update(part);
+                }
+            }
+        }
+        Ok(crc.finalize())
     }
 
     /// Writes a consistent, compacted copy of the LMDB file to `path` (a snapshot: open it with

@@ -29,7 +29,8 @@ pub const APPLIED_WINDOW_REQUESTS: u64 = 4096;
 /// How many (member, start) pairs the window remembers.
 pub const APPLIED_ORIGINS_MAX: usize = 64;
 
-const META_PREFIX: &str = "applied/";
+/// Name prefix of the window's blobs in the backend.
+pub const META_PREFIX: &str = "applied/";
 const WINDOW_WORDS: usize = (APPLIED_WINDOW_REQUESTS / 64) as usize;
 
 /// What the window says about one entry.

@@ -19,6 +19,7 @@ pub mod apply;
 pub mod error;
 pub mod membership;
 pub mod metrics;
+pub mod restore;
 pub mod validate;
 // The file is watch.rs; the module is `watches` because `watch` here is tokio's channel.
 #[path = "watch.rs"]
@@ -193,29 +194,7 @@ impl Server {
             cfg.cluster_id = cluster_id;
             (wal, contents)
         } else {
-            let meta = encode_metadata(&cfg);
-            let mut wal = Wal::create(
-                io.disk.clone(),
-                &wal_dir,
-                meta.as_bytes(),
-                WalOptions::default(),
-            )
-            .map_err(|e| StartError::Wal(e.to_string()))?;
-            let (entries, hard_state) = if cfg.join_existing {
-                (Vec::new(), Default::default())
-            } else {
-                bootstrap_entries(&cfg.initial_cluster)
-            };
-            wal.append(&entries, Some(&hard_state))
-                .map_err(|e| StartError::Wal(e.to_string()))?;
-            wal.sync().map_err(|e| StartError::Wal(e.to_string()))?;
-            let contents = crate::wal::WalContents {
-                metadata: meta.into_bytes(),
-                hard_state,
-                snapshot: None,
-                entries,
-            };
-            (wal, contents)
+            create_wal(&cfg, io.disk.clone(), &wal_dir)?
         };
         let map_size = (cfg.quota_backend_bytes as usize).max(64 * 1024 * 1024);
         let store = Arc::new(
@@ -865,6 +844,33 @@ impl Server {
 /// initial member at term 1, already committed. Every member of a new cluster starts from the
 /// same log, learns the membership by applying it, and the first election then happens at term 2
 /// — so response headers carry the same raft terms as etcd's.
+/// Creates a new member's WAL: its identity as metadata and, unless it joins a running cluster,
+/// the bootstrap membership as the first entries (committed at term 1).
+pub(crate) fn create_wal(
+    cfg: &ServerConfig,
+    disk: Arc<dyn Disk>,
+    wal_dir: &Path,
+) -> Result<(Wal, crate::wal::WalContents), StartError> {
+    let meta = encode_metadata(cfg);
+    let mut wal = Wal::create(disk, wal_dir, meta.as_bytes(), WalOptions::default())
+        .map_err(|e| StartError::Wal(e.to_string()))?;
+    let (entries, hard_state) = if cfg.join_existing {
+        (Vec::new(), Default::default())
+    } else {
+        bootstrap_entries(&cfg.initial_cluster)
+    };
+    wal.append(&entries, Some(&hard_state))
+        .map_err(|e| StartError::Wal(e.to_string()))?;
+    wal.sync().map_err(|e| StartError::Wal(e.to_string()))?;
+    let contents = crate::wal::WalContents {
+        metadata: meta.into_bytes(),
+        hard_state,
+        snapshot: None,
+        entries,
+    };
+    Ok((wal, contents))
+}
+
 fn bootstrap_entries(
     members: &[InitialMember],
 ) -> (Vec<::raft::eraftpb::Entry>, ::raft::eraftpb::HardState) {
