@@ -14,6 +14,7 @@ use prost::Message as _;
 use protobuf::Message as _;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::crashpoint::{self, Point};
 use crate::io::{Clock, Rng, Transport};
 use crate::lease::Lessor;
 use crate::mvcc::Store;
@@ -223,7 +224,21 @@ impl Node {
 
     /// Runs the Ready loop until `shutdown` resolves or a non-deterministic failure (disk) forces
     /// the node to stop so that replicas never diverge.
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), NodeError> {
+    pub async fn run(self, shutdown: watch::Receiver<bool>) -> Result<(), NodeError> {
+        let result = self.run_loop(shutdown).await;
+        match &result {
+            // A simulated crash: the member is gone, there is nobody to tell.
+            Err(NodeError::Crashed(_)) | Ok(()) => {}
+            Err(e) => tracing::error!(
+                error = %e,
+                "the raft node stops: it cannot go on without risking divergence; restart it to \
+                 recover from what is on disk"
+            ),
+        }
+        result
+    }
+
+    async fn run_loop(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), NodeError> {
         if self.raw.has_ready() {
             // Bootstrap entries and restart replay: apply what is committed before serving.
             self.on_ready()?;
@@ -594,14 +609,15 @@ impl Node {
         }
     }
 
-    fn send(&self, msgs: Vec<Message>) {
+    fn send(&self, msgs: Vec<Message>) -> Result<(), NodeError> {
         for m in msgs {
             if m.get_msg_type() == MessageType::MsgSnapshot {
-                self.send_snapshot(m);
+                self.send_snapshot(m)?;
             } else {
                 self.transport.send(m);
             }
         }
+        Ok(())
     }
 
     /// A follower needs entries the log no longer holds: export the backend to a snapshot file and
@@ -609,9 +625,11 @@ impl Node {
     /// the file holds (its consistent index, that entry's term, the ConfState applied with it), so
     /// the follower never skips entries the file lacks; entries the file already covers are skipped
     /// by the follower's consistent index.
-    fn send_snapshot(&self, mut msg: Message) {
+    /// Failing to prepare a snapshot is not fatal (raft asks again); only a crash point stops here.
+    fn send_snapshot(&self, mut msg: Message) -> Result<(), NodeError> {
         let report_failure = |why: String| {
             tracing::warn!(to = %format!("{:x}", msg.to), %why, "cannot prepare a snapshot");
+            Ok(())
         };
         if let Err(e) = std::fs::create_dir_all(&self.cfg.snap_dir) {
             return report_failure(e.to_string());
@@ -640,8 +658,14 @@ impl Node {
         meta.index = index;
         meta.term = term;
         meta.set_conf_state(conf_state);
+        crashpoint::reached(
+            self.cfg.id,
+            Point::SnapshotSend,
+            self.store.consistent_index(),
+        )?;
         tracing::info!(to = %format!("{:x}", msg.to), index, term, "sending a snapshot");
         self.transport.send_snapshot(msg, path);
+        Ok(())
     }
 
     /// Installs a snapshot the leader sent (already received and verified by the transport):
@@ -658,6 +682,7 @@ impl Node {
                 meta.index
             )));
         }
+        crashpoint::reached(self.cfg.id, Point::SnapshotInstall, installed)?;
         self.raw
             .mut_store()
             .wl()
@@ -690,7 +715,7 @@ impl Node {
     fn on_ready(&mut self) -> Result<(), NodeError> {
         let mut rd = self.raw.ready();
         if !rd.messages().is_empty() {
-            self.send(rd.take_messages());
+            self.send(rd.take_messages())?;
         }
         if *rd.snapshot() != Snapshot::default() {
             let snap = rd.snapshot().clone();
@@ -720,6 +745,13 @@ impl Node {
             self.raw.mut_store().wl().set_hardstate(hs.clone());
             synced = true;
         }
+        if synced {
+            crashpoint::reached(
+                self.cfg.id,
+                Point::BeforeWalSync,
+                self.store.consistent_index(),
+            )?;
+        }
         if synced && !crate::bugs::active(crate::bugs::Bug::EarlyAck) {
             let started = self.clock.now();
             self.wal.sync().map_err(|e| NodeError::Wal(e.to_string()))?;
@@ -727,8 +759,15 @@ impl Node {
                 .wal_fsync
                 .observe(self.clock.now().saturating_sub(started));
         }
+        if synced {
+            crashpoint::reached(
+                self.cfg.id,
+                Point::AfterWalSync,
+                self.store.consistent_index(),
+            )?;
+        }
         if !rd.persisted_messages().is_empty() {
-            self.send(rd.take_persisted_messages());
+            self.send(rd.take_persisted_messages())?;
         }
         let mut light = self.raw.advance(rd);
         if let Some(commit) = light.commit_index() {
@@ -738,7 +777,7 @@ impl Node {
                 .mut_hard_state()
                 .set_commit(commit);
         }
-        self.send(light.take_messages());
+        self.send(light.take_messages())?;
         self.apply(light.take_committed_entries())?;
         self.raw.advance_apply();
         self.release_reads();
@@ -846,6 +885,7 @@ impl Node {
                 index,
                 "every applied entry records its index"
             );
+            crashpoint::reached(self.cfg.id, Point::AfterApply, index)?;
         }
         Ok(())
     }
@@ -1058,6 +1098,7 @@ impl Node {
         self.wal
             .record_snapshot(applied, entry_term)
             .map_err(|e| NodeError::Wal(e.to_string()))?;
+        crashpoint::reached(self.cfg.id, Point::Compaction, applied)?;
         self.wal
             .release_to(applied)
             .map_err(|e| NodeError::Wal(e.to_string()))?;
@@ -1123,4 +1164,7 @@ pub enum NodeError {
     Unsupported(String),
     #[error("the member has been permanently removed from the cluster")]
     Removed,
+    /// The simulator crashed the member at a crash point (simulation builds only).
+    #[error("{0}")]
+    Crashed(#[from] crashpoint::Crashed),
 }
