@@ -32,8 +32,7 @@ pub enum Point {
     AfterApply,
     /// The leader exported a snapshot for a follower and is about to hand it to the transport.
     SnapshotSend,
-    /// A follower replaced its backend with a received snapshot; raft's storage and the WAL do
-    /// not know about it yet.
+    /// A follower recorded a received snapshot in its WAL; its backend does not hold it yet.
     SnapshotInstall,
     /// Log compaction wrote its snapshot marker to the WAL; old segments are not released yet.
     Compaction,

@@ -669,12 +669,26 @@ impl Node {
     }
 
     /// Installs a snapshot the leader sent (already received and verified by the transport):
-    /// replaces the backend, rebuilds membership and leases from it, and records the compaction
-    /// point in the WAL.
+    /// records the compaction point in the WAL, replaces the backend, and rebuilds membership and
+    /// leases from it.
+    ///
+    /// The order is etcd's (save the snapshot, then apply it): the WAL marker is durable before
+    /// the backend changes, and the file stays until the backend holds it durably. A crash in
+    /// between leaves a WAL that starts at the snapshot and a backend behind it, which
+    /// `Server::start` completes from the file. The other order would leave a backend ahead of a
+    /// WAL that still expects the entries before the snapshot, and the member could never restart.
     fn install_snapshot(&mut self, snap: &Snapshot) -> Result<(), NodeError> {
         let meta = snap.get_metadata();
         let path = crate::peer::snapshot_path(&self.cfg.snap_dir, meta.index);
         let storage = |e: crate::mvcc::MvccError| NodeError::Storage(e.to_string());
+        self.wal
+            .record_snapshot(meta.index, meta.term)
+            .map_err(|e| NodeError::Wal(e.to_string()))?;
+        crashpoint::reached(
+            self.cfg.id,
+            Point::SnapshotInstall,
+            self.store.consistent_index(),
+        )?;
         let installed = self.store.install_snapshot(&path).map_err(storage)?;
         if installed != meta.index {
             return Err(NodeError::Corrupt(format!(
@@ -682,15 +696,12 @@ impl Node {
                 meta.index
             )));
         }
-        crashpoint::reached(self.cfg.id, Point::SnapshotInstall, installed)?;
+        // `install_snapshot` synced the backend: the file is no longer needed (removed below).
         self.raw
             .mut_store()
             .wl()
             .apply_snapshot(snap.clone())
             .map_err(|e| NodeError::Raft(e.to_string()))?;
-        self.wal
-            .record_snapshot(meta.index, meta.term)
-            .map_err(|e| NodeError::Wal(e.to_string()))?;
         self.members = membership::load(&self.store).map_err(storage)?;
         let peers: Vec<(u64, Vec<String>)> = self
             .members
