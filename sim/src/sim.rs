@@ -398,23 +398,30 @@ fn record_flip(ctx: &Ctx, i: usize, flip: &crate::disk::Flip) {
     );
 }
 
-/// Arms a crash point on member `i` and waits up to `max` for the member to reach it. Returns
-/// whether it did (the member is then down); otherwise the point is disarmed.
-async fn arm_and_wait(ctx: &Ctx, i: usize, arm: Arm, max: Duration) -> bool {
-    ctx.slots[i].st().armed = Some(arm);
-    let hit = wait_for(&ctx.world, max, || ctx.slots[i].st().armed.is_none()).await;
-    if !hit {
-        ctx.slots[i].st().armed = None;
+/// Arms a crash point on the members `ids` and waits up to `max` for one of them to reach it.
+/// Returns the one that did (it is then down); the point is disarmed on the others.
+async fn arm_and_wait(ctx: &Ctx, ids: &[usize], arm: Arm, max: Duration) -> Option<usize> {
+    for i in ids {
+        ctx.slots[*i].st().armed = Some(arm);
+    }
+    let hit = || ids.iter().copied().find(|i| ctx.slots[*i].st().armed.is_none());
+    wait_for(&ctx.world, max, || hit().is_some()).await;
+    let found = hit();
+    for i in ids {
+        ctx.slots[*i].st().armed = None;
+    }
+    if found.is_none() {
+        let names: Vec<&str> = ids.iter().map(|i| ctx.slots[*i].name.as_str()).collect();
         ctx.world.event(
             "crashpoint_missed",
             format!(
                 "\"node\":\"{}\",\"point\":\"{}\"",
-                ctx.slots[i].name,
+                names.join(","),
                 arm.point.name()
             ),
         );
     }
-    hit
+    found
 }
 
 fn restart(ctx: &Ctx, i: usize) {
@@ -603,7 +610,7 @@ async fn run_fault(ctx: Arc<Ctx>, index: usize, f: Scheduled) {
                 torn: false,
                 flip: true,
             };
-            if !arm_and_wait(&ctx, node, arm, f.dur / 2).await {
+            if arm_and_wait(&ctx, &[node], arm, f.dur / 2).await.is_none() {
                 let applied = {
                     let g = world.lock();
                     g.status
@@ -624,7 +631,12 @@ async fn run_fault(ctx: Arc<Ctx>, index: usize, f: Scheduled) {
             release(&ctx, node);
         }
         Fault::CrashAt { node, point, torn } => {
-            if !take(&ctx, node) {
+            let candidates: Vec<usize> = match node {
+                Some(i) => vec![i],
+                None => all.clone(),
+            };
+            let taken: Vec<usize> = candidates.into_iter().filter(|i| take(&ctx, *i)).collect();
+            if taken.is_empty() {
                 return;
             }
             let started = world.now();
@@ -633,12 +645,18 @@ async fn run_fault(ctx: Arc<Ctx>, index: usize, f: Scheduled) {
                 torn,
                 flip: false,
             };
-            if arm_and_wait(&ctx, node, arm, f.dur).await {
+            let hit = arm_and_wait(&ctx, &taken, arm, f.dur).await;
+            for i in &taken {
+                if Some(*i) != hit {
+                    release(&ctx, *i);
+                }
+            }
+            if let Some(i) = hit {
                 let rest = f.dur.saturating_sub(world.now() - started);
                 madsim::time::sleep(rest.max(Duration::from_millis(100))).await;
-                restart(&ctx, node);
+                restart(&ctx, i);
+                release(&ctx, i);
             }
-            release(&ctx, node);
         }
         Fault::DiskFull { node, slack } => {
             if !take(&ctx, node) {
