@@ -449,4 +449,68 @@ mod tests {
         disk.crash(&mut rng, false);
         assert_eq!(disk.read(&dir.join("b.wal")).unwrap(), b"hello");
     }
+
+    #[test]
+    fn a_full_disk_takes_a_short_write_then_fails_with_enospc() {
+        let disk = SimDisk::new();
+        let dir = Path::new("/d");
+        disk.create_dir_all(dir).unwrap();
+        let mut f = disk.open_append(&dir.join("a.wal")).unwrap();
+        disk.set_full(Some(3));
+        let err = f.append(b"hello").unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(28));
+        assert_eq!(err.kind(), io::ErrorKind::StorageFull);
+        assert_eq!(disk.read(&dir.join("a.wal")).unwrap(), b"hel");
+        assert!(
+            disk.open_append(&dir.join("b.wal")).is_err(),
+            "no room for a new file"
+        );
+        disk.set_full(None);
+        f.append(b"lo").unwrap();
+        assert_eq!(disk.read(&dir.join("a.wal")).unwrap(), b"hello");
+    }
+
+    #[test]
+    fn bit_flips_spare_the_last_record_and_prefer_unapplied_entries() {
+        use cairn::wal::{Wal, WalOptions};
+        let disk = SimDisk::new();
+        let dir = Path::new("/m/wal");
+        let arc: std::sync::Arc<dyn Disk> = std::sync::Arc::new(disk.clone());
+        let mut wal = Wal::create(arc, dir, b"meta", WalOptions::default()).unwrap();
+        let entries: Vec<raft::eraftpb::Entry> = (1..=6)
+            .map(|index| raft::eraftpb::Entry {
+                index,
+                term: 1,
+                data: format!("value {index}").into_bytes().into(),
+                ..Default::default()
+            })
+            .collect();
+        wal.append(&entries, None).unwrap();
+        wal.sync().unwrap();
+        let mut rng = SplitMix64::new(7);
+        // Entries 5 and 6 are unapplied, but 6 is the last record: only 5 may be hit.
+        for _ in 0..50 {
+            let segment = disk
+                .list(dir)
+                .unwrap()
+                .into_iter()
+                .find(|n| n.ends_with(".wal"))
+                .unwrap();
+            let before = disk.read(&dir.join(segment));
+            let flip = disk.flip_wal(&mut rng, 4, true).unwrap();
+            assert!(flip.target.starts_with("entry 5 (unapplied)"), "{flip:?}");
+            // Undo the flip so the next round sees a clean file.
+            let path = dir.join(&flip.file);
+            let damaged = disk.read(&path).unwrap();
+            let mut st = disk.lock();
+            let ino = st.names[&path];
+            st.inodes.get_mut(&ino).unwrap().data = before.unwrap();
+            drop(st);
+            assert_ne!(damaged, disk.read(&path).unwrap());
+        }
+        assert!(
+            disk.flip_wal(&mut rng, 6, true).is_none(),
+            "nothing unapplied"
+        );
+    }
 }

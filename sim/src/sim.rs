@@ -404,7 +404,11 @@ async fn arm_and_wait(ctx: &Ctx, ids: &[usize], arm: Arm, max: Duration) -> Opti
     for i in ids {
         ctx.slots[*i].st().armed = Some(arm);
     }
-    let hit = || ids.iter().copied().find(|i| ctx.slots[*i].st().armed.is_none());
+    let hit = || {
+        ids.iter()
+            .copied()
+            .find(|i| ctx.slots[*i].st().armed.is_none())
+    };
     wait_for(&ctx.world, max, || hit().is_some()).await;
     let found = hit();
     for i in ids {

@@ -254,10 +254,12 @@ pub struct RecordSpan {
 /// The valid records at the start of a segment's bytes, in order, up to the first byte that is not
 /// a valid record (a torn tail, damage, or the end). Never fails: damage only ends the list.
 pub fn record_spans(data: &[u8]) -> Vec<RecordSpan> {
-    let records = match record::scan(data, true) {
-        Ok(scan) => scan.records,
-        Err(_) => Vec::new(),
+    // Damage in the middle fails the scan as a whole; what precedes it is still records.
+    let valid = match record::scan(data, true) {
+        Ok(_) => data,
+        Err(damage) => &data[..damage.offset as usize],
     };
+    let records = record::scan(valid, true).map_or(Vec::new(), |scan| scan.records);
     records
         .into_iter()
         .map(|r| {
