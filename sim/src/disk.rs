@@ -182,8 +182,7 @@ impl SimDisk {
         } else if rng.range(0, 2) == 0 {
             candidates
                 .iter()
-                .filter(|c| c.span.kind == cairn::wal::RecordType::HardState)
-                .last()
+                .rfind(|c| c.span.kind == cairn::wal::RecordType::HardState)
                 .into_iter()
                 .collect()
         } else {
