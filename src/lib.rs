@@ -19,12 +19,15 @@
 //! * [`peer`]: the production peer transport (raft messages and snapshots over gRPC streams).
 //! * [`config`] and [`run`]: the server's flags and the production wiring of a member.
 //! * [`ctl`]: the `cairnctl` command-line client.
+//! * [`bugs`] and [`crashpoint`]: injectable bugs and crash points, live only in simulation builds.
 //! * [`proto`]: generated wire types.
 
 pub mod api;
 /// Realistic bugs that only simulation builds can switch on, to show the checkers bite.
 pub mod bugs;
 pub mod config;
+/// Named places where the simulator may crash a member; compiled to nothing outside simulation.
+pub mod crashpoint;
 pub mod ctl;
 pub mod io;
 pub mod lease;

@@ -6,8 +6,13 @@
 //! tails (or keep a torn prefix of them), and the namespace goes back to what the last directory
 //! sync recorded. The disk outlives the node: a restarted node reopens the same `SimDisk`.
 //!
-//! Faults on demand: a failing fsync (the WAL must stop, and what it wrote may be lost), and a
-//! flipped bit in synced data (recovery must detect it and refuse to start, never serve it).
+//! Faults on demand: a failing fsync (the WAL must stop, and what it wrote may be lost), a full
+//! disk (writes fail with `ENOSPC` once a few more bytes were accepted, the last write short), and
+//! a flipped bit in synced WAL data (recovery must detect it and refuse to start, never serve it).
+//! Bit flips are aimed: the WAL's record framing is decoded (through `cairn::wal::record_spans`)
+//! so the flip lands in a record that recovery must read and trust — an entry the backend has not
+//! applied yet when there is one — and never in the last record, which recovery may rightly take
+//! for a torn write.
 //! Handles opened before a crash are dead: using one is an error, as it would be for a process
 //! that no longer exists.
 
@@ -41,12 +46,28 @@ struct State {
     syncs: u64,
     /// Bytes synced so far (for the trace).
     synced_bytes: u64,
+    /// With a full disk: bytes that may still be written before writes fail with `ENOSPC`.
+    space_left: Option<u64>,
 }
 
 /// An in-memory disk shared by all incarnations of one node.
 #[derive(Debug, Clone, Default)]
 pub struct SimDisk {
     state: Arc<Mutex<State>>,
+}
+
+/// Where a bit was flipped, for the trace and the failure report.
+#[derive(Debug, Clone)]
+pub struct Flip {
+    pub file: String,
+    pub offset: u64,
+    /// What the damaged record holds: "entry 12 (unapplied)", "hard state", ...
+    pub target: String,
+}
+
+/// The error a full disk gives (`ENOSPC`).
+fn no_space() -> io::Error {
+    io::Error::from_raw_os_error(28)
 }
 
 /// What a crash did to the disk, for the trace.
@@ -102,30 +123,119 @@ impl SimDisk {
         self.lock().fail_syncs = n;
     }
 
-    /// Flips one bit in synced data of the largest file, away from its end (so that a valid
-    /// record follows and the damage cannot pass for a torn write). Returns the file and offset.
-    pub fn flip_bit(&self, rng: &mut SplitMix64) -> Option<(String, u64)> {
-        /// Damage this close to the end could be the last record, which recovery must treat as
-        /// a torn write; the sim wants damage that has to be detected.
-        const TAIL_GUARD_BYTES: usize = 512;
+    /// The disk fills up: after `slack` more bytes, writes (and file creations) fail with
+    /// `ENOSPC`; the write that crosses the limit is short. `None` frees the space again.
+    pub fn set_full(&self, slack: Option<u64>) {
+        self.lock().space_left = slack;
+    }
+
+    /// Flips one bit in synced WAL data that recovery must read and trust, and returns where.
+    ///
+    /// Every segment's records are decoded, and the target is picked in this order: the payload
+    /// of an entry beyond `applied` (the backend's consistent index: on restart the member applies
+    /// it, and may send it to peers), preferring its request bytes; otherwise the last HardState
+    /// record or any entry (entries the member may send to lagging peers). One time in eight the
+    /// header is hit instead (which recovery must refuse even without payload checksums). The last
+    /// record of the last segment is never a target: damage there is indistinguishable from a
+    /// torn write and recovery rightly cuts it. Only synced bytes are touched. With
+    /// `unapplied_only`, nothing is flipped (and `None` returned) unless an unapplied entry exists.
+    pub fn flip_wal(
+        &self,
+        rng: &mut SplitMix64,
+        applied: u64,
+        unapplied_only: bool,
+    ) -> Option<Flip> {
         let mut st = self.lock();
-        let (path, ino) = st
+        // Segment names sort in log order.
+        let files: Vec<(PathBuf, u64)> = st
             .names
             .iter()
             .filter(|(p, _)| p.extension().is_some_and(|e| e == "wal"))
             .map(|(p, i)| (p.clone(), *i))
-            .max_by_key(|(p, i)| (st.inodes[i].synced_len, p.clone()))?;
-        let inode = st.inodes.get_mut(&ino)?;
-        if inode.synced_len <= TAIL_GUARD_BYTES * 2 {
+            .collect();
+        struct Candidate {
+            file: usize,
+            span: cairn::wal::RecordSpan,
+            unapplied: bool,
+        }
+        let mut candidates = Vec::new();
+        for (f, (_, ino)) in files.iter().enumerate() {
+            let inode = &st.inodes[ino];
+            let spans = cairn::wal::record_spans(&inode.data[..inode.synced_len]);
+            for span in spans {
+                let unapplied = span.entry.as_ref().is_some_and(|(i, _)| *i > applied);
+                candidates.push(Candidate {
+                    file: f,
+                    span,
+                    unapplied,
+                });
+            }
+        }
+        // The very last record could be a torn write: never a target.
+        candidates.pop();
+        let unapplied: Vec<&Candidate> = candidates.iter().filter(|c| c.unapplied).collect();
+        if unapplied_only && unapplied.is_empty() {
             return None;
         }
-        let at = rng.range(0, (inode.synced_len - TAIL_GUARD_BYTES) as u64) as usize;
+        let pool: Vec<&Candidate> = if !unapplied.is_empty() {
+            unapplied
+        } else if rng.range(0, 2) == 0 {
+            candidates
+                .iter()
+                .rfind(|c| c.span.kind == cairn::wal::RecordType::HardState)
+                .into_iter()
+                .collect()
+        } else {
+            candidates
+                .iter()
+                .filter(|c| c.span.kind == cairn::wal::RecordType::Entry)
+                .collect()
+        };
+        let pool = if pool.is_empty() {
+            candidates.iter().collect()
+        } else {
+            pool
+        };
+        if pool.is_empty() {
+            return None;
+        }
+        let c = pool[rng.range(0, pool.len() as u64) as usize];
+        let payload = c.span.payload.clone();
+        let data = c.span.entry.as_ref().and_then(|(_, d)| d.clone());
+        let range = match rng.range(0, 8) {
+            0 => c.span.offset..payload.start,
+            1 | 2 => payload,
+            _ => data.unwrap_or(payload),
+        };
+        let range = if range.is_empty() {
+            c.span.offset..c.span.payload.end
+        } else {
+            range
+        };
+        let at = rng.range(range.start, range.end) as usize;
+        let (path, ino) = &files[c.file];
+        let inode = st.inodes.get_mut(ino)?;
         inode.data[at] ^= 1 << rng.range(0, 8);
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        Some((name, at as u64))
+        let target = match &c.span.entry {
+            Some((index, _)) => format!(
+                "entry {index}{}",
+                if c.unapplied { " (unapplied)" } else { "" }
+            ),
+            None => format!("{:?}", c.span.kind),
+        };
+        let target = if at < c.span.payload.start as usize {
+            format!("{target}, header")
+        } else {
+            target
+        };
+        Some(Flip {
+            file: path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            offset: at as u64,
+            target,
+        })
     }
 
     fn file(&self, path: &Path) -> io::Result<SimFile> {
@@ -140,6 +250,9 @@ impl SimDisk {
                             format!("{}: no such directory", parent.display()),
                         ));
                     }
+                }
+                if st.space_left == Some(0) {
+                    return Err(no_space());
                 }
                 let i = st.next_inode;
                 st.next_inode += 1;
@@ -251,11 +364,21 @@ impl SimFile {
 impl DiskFile for SimFile {
     fn append(&mut self, buf: &[u8]) -> io::Result<()> {
         self.with(|st, ino| {
+            let room = st
+                .space_left
+                .map_or(buf.len(), |left| buf.len().min(left as usize));
+            if let Some(left) = st.space_left.as_mut() {
+                *left -= room as u64;
+            }
             let inode = st
                 .inodes
                 .get_mut(&ino)
                 .ok_or_else(|| io::Error::other("file was removed"))?;
-            inode.data.extend_from_slice(buf);
+            // A short write, then ENOSPC: what `write_all` sees when the disk fills up mid-write.
+            inode.data.extend_from_slice(&buf[..room]);
+            if room < buf.len() {
+                return Err(no_space());
+            }
             Ok(())
         })
     }
@@ -324,5 +447,69 @@ mod tests {
         f.append(b" world").unwrap();
         disk.crash(&mut rng, false);
         assert_eq!(disk.read(&dir.join("b.wal")).unwrap(), b"hello");
+    }
+
+    #[test]
+    fn a_full_disk_takes_a_short_write_then_fails_with_enospc() {
+        let disk = SimDisk::new();
+        let dir = Path::new("/d");
+        disk.create_dir_all(dir).unwrap();
+        let mut f = disk.open_append(&dir.join("a.wal")).unwrap();
+        disk.set_full(Some(3));
+        let err = f.append(b"hello").unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(28));
+        assert_eq!(err.kind(), io::ErrorKind::StorageFull);
+        assert_eq!(disk.read(&dir.join("a.wal")).unwrap(), b"hel");
+        assert!(
+            disk.open_append(&dir.join("b.wal")).is_err(),
+            "no room for a new file"
+        );
+        disk.set_full(None);
+        f.append(b"lo").unwrap();
+        assert_eq!(disk.read(&dir.join("a.wal")).unwrap(), b"hello");
+    }
+
+    #[test]
+    fn bit_flips_spare_the_last_record_and_prefer_unapplied_entries() {
+        use cairn::wal::{Wal, WalOptions};
+        let disk = SimDisk::new();
+        let dir = Path::new("/m/wal");
+        let arc: std::sync::Arc<dyn Disk> = std::sync::Arc::new(disk.clone());
+        let mut wal = Wal::create(arc, dir, b"meta", WalOptions::default()).unwrap();
+        let entries: Vec<raft::eraftpb::Entry> = (1..=6)
+            .map(|index| raft::eraftpb::Entry {
+                index,
+                term: 1,
+                data: format!("value {index}").into_bytes().into(),
+                ..Default::default()
+            })
+            .collect();
+        wal.append(&entries, None).unwrap();
+        wal.sync().unwrap();
+        let mut rng = SplitMix64::new(7);
+        // Entries 5 and 6 are unapplied, but 6 is the last record: only 5 may be hit.
+        for _ in 0..50 {
+            let segment = disk
+                .list(dir)
+                .unwrap()
+                .into_iter()
+                .find(|n| n.ends_with(".wal"))
+                .unwrap();
+            let before = disk.read(&dir.join(segment));
+            let flip = disk.flip_wal(&mut rng, 4, true).unwrap();
+            assert!(flip.target.starts_with("entry 5 (unapplied)"), "{flip:?}");
+            // Undo the flip so the next round sees a clean file.
+            let path = dir.join(&flip.file);
+            let damaged = disk.read(&path).unwrap();
+            let mut st = disk.lock();
+            let ino = st.names[&path];
+            st.inodes.get_mut(&ino).unwrap().data = before.unwrap();
+            drop(st);
+            assert_ne!(damaged, disk.read(&path).unwrap());
+        }
+        assert!(
+            disk.flip_wal(&mut rng, 6, true).is_none(),
+            "nothing unapplied"
+        );
     }
 }

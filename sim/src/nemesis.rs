@@ -9,6 +9,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use cairn::crashpoint::Point;
 use cairn::io::{Rng, SplitMix64};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -26,10 +27,12 @@ pub enum Kind {
     ClockRate,
     FsyncFail,
     BitFlip,
+    CrashAt,
+    DiskFull,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 13] = [
+    pub const ALL: [Kind; 15] = [
         Kind::Partition,
         Kind::IsolateLeader,
         Kind::Bridge,
@@ -43,6 +46,8 @@ impl Kind {
         Kind::ClockRate,
         Kind::FsyncFail,
         Kind::BitFlip,
+        Kind::CrashAt,
+        Kind::DiskFull,
     ];
 }
 
@@ -85,9 +90,23 @@ pub enum Fault {
     ClockRate { node: usize, ppm: u64 },
     /// The node's next fsync fails; the node must stop, and is crashed and restarted at the end.
     FsyncFail { node: usize },
-    /// The node crashes, a bit flips in its synced WAL, and it restarts: it must refuse to start
-    /// (or never serve the damage).
+    /// The node crashes (preferably right after a WAL sync that left unapplied entries), a bit
+    /// flips in a record of its synced WAL that recovery must trust, and it restarts at the end:
+    /// it must refuse to start.
     BitFlip { node: usize },
+    /// The node crashes the first time it reaches `point` within the fault (power failure right
+    /// there, unsynced writes lost or torn) and restarts at the end; nothing if it never does.
+    /// With `node: None`, whichever member reaches the point first (snapshots are sent by the
+    /// leader and installed by a lagging follower, which a schedule cannot name in advance).
+    CrashAt {
+        node: Option<usize>,
+        point: Point,
+        torn: bool,
+    },
+    /// The node's disk fills up: after `slack` more bytes every write fails with ENOSPC. The node
+    /// must stop (or refuse writes) without acknowledging what it did not persist; it is crashed
+    /// and restarted at the end if it stopped.
+    DiskFull { node: usize, slack: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -235,6 +254,23 @@ impl Swarm {
                 },
                 Kind::FsyncFail => Fault::FsyncFail {
                     node: pick(rng, &all),
+                },
+                Kind::CrashAt => {
+                    let point = pick(rng, &Point::ALL);
+                    let node = pick(rng, &all);
+                    let anyone = matches!(
+                        point,
+                        Point::SnapshotSend | Point::SnapshotInstall | Point::Compaction
+                    );
+                    Fault::CrashAt {
+                        node: (!anyone).then_some(node),
+                        point,
+                        torn: rng.range(0, 2) == 0,
+                    }
+                }
+                Kind::DiskFull => Fault::DiskFull {
+                    node: pick(rng, &all),
+                    slack: pick(rng, &[0, 100, 4096, 65_536]),
                 },
                 Kind::BitFlip => {
                     // One corrupted member at most: more could leave no quorum, which proves nothing.

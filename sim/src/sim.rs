@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cairn::bugs::Bug;
+use cairn::crashpoint::Point;
 use cairn::io::{Rng, SplitMix64};
 use cairn::proto::etcdserverpb::kv_client::KvClient;
 use cairn::proto::etcdserverpb::RangeRequest;
@@ -76,9 +77,24 @@ struct SlotState {
     busy: bool,
     /// A bit was flipped in its WAL: refusing to start is the right answer.
     corrupted: bool,
-    /// An injected fsync failure: stopping with a WAL error is the right answer.
+    /// An injected fsync failure or full disk: stopping with a WAL error is the right answer.
     expect_stop: bool,
     incarnation: u64,
+    /// A crash point the nemesis armed on this member; cleared when the member reaches it.
+    armed: Option<Arm>,
+    /// Where a bit was flipped in its WAL (with `corrupted`): starting would accept the damage.
+    flip: Option<String>,
+}
+
+/// A crash point armed on a member.
+#[derive(Debug, Clone, Copy)]
+struct Arm {
+    point: Point,
+    /// Keep a torn prefix of the unsynced writes.
+    torn: bool,
+    /// Flip a bit in an entry the member has synced but not applied, then crash (the bit-flip
+    /// fault's way of making the damage matter).
+    flip: bool,
 }
 
 struct Ctx {
@@ -125,9 +141,12 @@ pub fn run(opts: &RunOptions) -> Report {
                 madsim::Config::default(),
             );
             rt.set_time_limit(RUN_TIME_MAX);
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 rt.block_on(scenario(opts, base, report))
-            }))
+            }));
+            // The handler holds the run's context: drop it while the runtime still exists.
+            cairn::crashpoint::set_handler(None);
+            result
         })
         .join()
         .unwrap_or_else(Err)
@@ -153,6 +172,9 @@ pub fn run(opts: &RunOptions) -> Report {
 
 fn server_io(ctx: &Ctx, i: usize, incarnation: u64) -> ServerIo {
     let slot = &ctx.slots[i];
+    // Where the node looks for snapshots it received (Server::start's layout).
+    ctx.world
+        .set_snap_dir(slot.member, slot.cfg.data_dir.join("member").join("snap"));
     ServerIo {
         disk: Arc::new(slot.disk.clone()),
         clock: Arc::new(SimClock::new(slot.skew.clone())),
@@ -228,6 +250,16 @@ async fn member_main(ctx: Arc<Ctx>, i: usize) {
             }
         }
     };
+    let flipped = slot.st().flip.clone();
+    if let Some(flip) = flipped {
+        // Checksums detect every single-bit error, and the flip is never in the last record
+        // (which could pass for a torn write): recovery must have refused this WAL.
+        world.fail(format!(
+            "{} started although a bit was flipped in its synced WAL ({flip}): recovery accepted \
+             damage it must refuse",
+            slot.name
+        ));
+    }
     world.register_inbound(slot.member, inbound);
     {
         let world = world.clone();
@@ -305,6 +337,95 @@ fn kill(ctx: &Ctx, i: usize, torn: bool) {
             slot.name, report.lost_bytes, report.torn_bytes
         ),
     );
+}
+
+/// Called by the node code at every crash point (through `cairn::crashpoint`): crashes the
+/// member right there if the nemesis armed that point on it. Runs inside the member's task, so
+/// the member's code does nothing more after this returns `true`.
+fn on_crash_point(ctx: &Ctx, member: u64, point: Point, applied: u64) -> bool {
+    let Some(i) = ctx.slots.iter().position(|s| s.member == member) else {
+        return false;
+    };
+    let slot = &ctx.slots[i];
+    let arm = match slot.st().armed {
+        Some(arm) if arm.point == point => arm,
+        _ => return false,
+    };
+    if arm.flip {
+        // Only worth it when the synced WAL holds entries the backend has not applied (at this
+        // point everything appended is synced); otherwise wait for a later Ready.
+        let flip = {
+            let mut rng = ctx.rng.lock().expect("rng lock");
+            slot.disk.flip_wal(&mut rng, applied, true)
+        };
+        let Some(flip) = flip else { return false };
+        record_flip(ctx, i, &flip);
+    }
+    slot.st().armed = None;
+    ctx.world.event(
+        "crashpoint",
+        format!(
+            "\"node\":\"{}\",\"point\":\"{}\",\"applied\":{applied}",
+            slot.name,
+            point.name()
+        ),
+    );
+    kill(ctx, i, arm.torn);
+    true
+}
+
+fn install_crash_handler(ctx: &Arc<Ctx>) {
+    let ctx = ctx.clone();
+    cairn::crashpoint::set_handler(Some(std::rc::Rc::new(move |member, point, applied| {
+        on_crash_point(&ctx, member, point, applied)
+    })));
+}
+
+fn record_flip(ctx: &Ctx, i: usize, flip: &crate::disk::Flip) {
+    let slot = &ctx.slots[i];
+    let what = format!("{} offset {}: {}", flip.file, flip.offset, flip.target);
+    {
+        let mut st = slot.st();
+        st.corrupted = true;
+        st.flip = Some(what);
+    }
+    ctx.world.event(
+        "bitflip",
+        format!(
+            "\"node\":\"{}\",\"file\":\"{}\",\"offset\":{},\"target\":\"{}\"",
+            slot.name, flip.file, flip.offset, flip.target
+        ),
+    );
+}
+
+/// Arms a crash point on the members `ids` and waits up to `max` for one of them to reach it.
+/// Returns the one that did (it is then down); the point is disarmed on the others.
+async fn arm_and_wait(ctx: &Ctx, ids: &[usize], arm: Arm, max: Duration) -> Option<usize> {
+    for i in ids {
+        ctx.slots[*i].st().armed = Some(arm);
+    }
+    let hit = || {
+        ids.iter()
+            .copied()
+            .find(|i| ctx.slots[*i].st().armed.is_none())
+    };
+    wait_for(&ctx.world, max, || hit().is_some()).await;
+    let found = hit();
+    for i in ids {
+        ctx.slots[*i].st().armed = None;
+    }
+    if found.is_none() {
+        let names: Vec<&str> = ids.iter().map(|i| ctx.slots[*i].name.as_str()).collect();
+        ctx.world.event(
+            "crashpoint_missed",
+            format!(
+                "\"node\":\"{}\",\"point\":\"{}\"",
+                names.join(","),
+                arm.point.name()
+            ),
+        );
+    }
+    found
 }
 
 fn restart(ctx: &Ctx, i: usize) {
@@ -484,23 +605,80 @@ async fn run_fault(ctx: Arc<Ctx>, index: usize, f: Scheduled) {
             if !take(&ctx, node) {
                 return;
             }
-            kill(&ctx, node, false);
-            let flipped = {
-                let mut rng = ctx.rng.lock().expect("rng lock");
-                ctx.slots[node].disk.flip_bit(&mut rng)
+            let started = world.now();
+            // Best: crash right after a WAL sync that left entries the backend has not applied,
+            // and damage one of them. Failing that within half the fault, crash now and damage
+            // what there is.
+            let arm = Arm {
+                point: Point::AfterWalSync,
+                torn: false,
+                flip: true,
             };
-            if let Some((file, offset)) = &flipped {
-                ctx.slots[node].st().corrupted = true;
-                world.event(
-                    "bitflip",
-                    format!(
-                        "\"node\":\"{}\",\"file\":\"{file}\",\"offset\":{offset}",
-                        ctx.slots[node].name
-                    ),
-                );
+            if arm_and_wait(&ctx, &[node], arm, f.dur / 2).await.is_none() {
+                let applied = {
+                    let g = world.lock();
+                    g.status
+                        .get(&ctx.slots[node].member)
+                        .map_or(0, |o| o.applied)
+                };
+                kill(&ctx, node, false);
+                let flip = {
+                    let mut rng = ctx.rng.lock().expect("rng lock");
+                    ctx.slots[node].disk.flip_wal(&mut rng, applied, false)
+                };
+                if let Some(flip) = flip {
+                    record_flip(&ctx, node, &flip);
+                }
             }
-            madsim::time::sleep(f.dur).await;
+            madsim::time::sleep(f.dur.saturating_sub(world.now() - started)).await;
             restart(&ctx, node);
+            release(&ctx, node);
+        }
+        Fault::CrashAt { node, point, torn } => {
+            let candidates: Vec<usize> = match node {
+                Some(i) => vec![i],
+                None => all.clone(),
+            };
+            let taken: Vec<usize> = candidates.into_iter().filter(|i| take(&ctx, *i)).collect();
+            if taken.is_empty() {
+                return;
+            }
+            let started = world.now();
+            let arm = Arm {
+                point,
+                torn,
+                flip: false,
+            };
+            let hit = arm_and_wait(&ctx, &taken, arm, f.dur).await;
+            for i in &taken {
+                if Some(*i) != hit {
+                    release(&ctx, *i);
+                }
+            }
+            if let Some(i) = hit {
+                let rest = f.dur.saturating_sub(world.now() - started);
+                madsim::time::sleep(rest.max(Duration::from_millis(100))).await;
+                restart(&ctx, i);
+                release(&ctx, i);
+            }
+        }
+        Fault::DiskFull { node, slack } => {
+            if !take(&ctx, node) {
+                return;
+            }
+            let slot = &ctx.slots[node];
+            slot.st().expect_stop = true;
+            slot.disk.set_full(Some(slack));
+            madsim::time::sleep(f.dur).await;
+            slot.disk.set_full(None);
+            let stopped = !slot.st().up;
+            if stopped {
+                // The node stopped at a failed write (as etcd exits on a WAL error); what it
+                // wrote since its last sync may be partly on disk.
+                kill(&ctx, node, true);
+                restart(&ctx, node);
+            }
+            slot.st().expect_stop = false;
             release(&ctx, node);
         }
     }
@@ -555,6 +733,12 @@ async fn snapshot_of(url: &str) -> Option<Snapshot> {
         .await
         .ok()
         .flatten()
+}
+
+/// Applied entries between log compactions for a seed's members.
+fn snapshot_count(seed: u64) -> u64 {
+    let mut rng = SplitMix64::new(seed ^ 0x736e_6170_7368_6f74);
+    [100_000, 100_000, 200, 50][rng.range(0, 4) as usize]
 }
 
 async fn scenario(opts: RunOptions, base: PathBuf, report: Arc<Mutex<Report>>) {
@@ -622,7 +806,10 @@ async fn scenario(opts: RunOptions, base: PathBuf, report: Arc<Mutex<Report>>) {
             client_urls: vec![format!("http://{ip}:{CLIENT_PORT}")],
             heartbeat_interval: Duration::from_millis(100),
             election_timeout: Duration::from_millis(1000),
-            snapshot_count: 100_000,
+            // Most seeds never compact; some compact often, so that followers that fell behind
+            // need snapshots (and the snapshot and compaction crash points are reached). A
+            // stream of its own, so the other draws of a seed do not move.
+            snapshot_count: snapshot_count(opts.seed),
             max_request_bytes: cairn::config::MAX_REQUEST_BYTES_DEFAULT,
             max_txn_ops: 128,
             quota_backend_bytes: 64 * 1024 * 1024,
@@ -645,6 +832,7 @@ async fn scenario(opts: RunOptions, base: PathBuf, report: Arc<Mutex<Report>>) {
         slots,
         rng: Mutex::new(SplitMix64::new(opts.seed ^ 0xd15c)),
     });
+    install_crash_handler(&ctx);
     for i in 0..n {
         let c = ctx.clone();
         let node = handle

@@ -37,6 +37,8 @@ pub struct NetFaults {
 
 pub struct NetState {
     pub inbound: BTreeMap<u64, mpsc::Sender<Message>>,
+    /// Where each member's node looks for received snapshot files.
+    pub snap_dirs: BTreeMap<u64, std::path::PathBuf>,
     pub faults: NetFaults,
     rng: SplitMix64,
     in_flight: usize,
@@ -101,6 +103,7 @@ impl World {
             inner: Mutex::new(Inner {
                 net: NetState {
                     inbound: BTreeMap::new(),
+                    snap_dirs: BTreeMap::new(),
                     faults: NetFaults {
                         delay_min: Duration::from_millis(1),
                         delay_max: Duration::from_millis(5),
@@ -242,6 +245,88 @@ impl World {
         self.lock().net.inbound.remove(&id);
     }
 
+    pub fn set_snap_dir(&self, id: u64, dir: std::path::PathBuf) {
+        self.lock().net.snap_dirs.insert(id, dir);
+    }
+
+    /// Sends a snapshot file with its MsgSnapshot, as the production transport streams it: the
+    /// transfer takes time (delay plus size at `SNAPSHOT_BYTES_PER_SEC`), fails on a blocked or
+    /// lossy link or when the receiver is down, and on success the file is in the receiver's
+    /// snapshot directory before its node sees the message. Either way the sender's node gets a
+    /// MsgSnapStatus. The sender's file is consumed.
+    fn route_snapshot(self: &Arc<World>, msg: Message, path: std::path::PathBuf) {
+        /// Simulated bandwidth of a snapshot stream.
+        const SNAPSHOT_BYTES_PER_SEC: u64 = 50 * 1024 * 1024;
+        let (from, to) = (msg.from, msg.to);
+        let bytes = std::fs::read(&path).ok();
+        let _ = std::fs::remove_file(&path);
+        let (lost, delay) = {
+            let mut g = self.lock();
+            let net = &mut g.net;
+            net.sent += 1;
+            let f = &net.faults;
+            let lost = bytes.is_none()
+                || f.blocked.get(&(from, to)).is_some_and(|c| *c > 0)
+                || (f.loss_ppm > 0 && net.rng.range(0, 1_000_000) < f.loss_ppm);
+            let (lo, hi) = (
+                f.delay_min.as_micros() as u64,
+                f.delay_max.as_micros() as u64,
+            );
+            let size = bytes.as_ref().map_or(0, |b| b.len() as u64);
+            let delay = Duration::from_micros(net.rng.range(lo, hi.max(lo + 1)))
+                + Duration::from_micros(size * 1_000_000 / SNAPSHOT_BYTES_PER_SEC);
+            (lost, delay)
+        };
+        self.event(
+            "snapshot_sent",
+            format!(
+                "\"from\":\"{}\",\"to\":\"{}\",\"index\":{},\"bytes\":{},\"lost\":{lost}",
+                self.name(from),
+                self.name(to),
+                msg.get_snapshot().get_metadata().index,
+                bytes.as_ref().map_or(0, Vec::len)
+            ),
+        );
+        let world = self.clone();
+        self.router.spawn(async move {
+            madsim::time::sleep(delay).await;
+            let (dest, dir, source) = {
+                let g = world.lock();
+                (
+                    g.net.inbound.get(&to).cloned(),
+                    g.net.snap_dirs.get(&to).cloned(),
+                    g.net.inbound.get(&from).cloned(),
+                )
+            };
+            let mut ok = false;
+            if let (false, Some(bytes), Some(dest), Some(dir)) = (lost, bytes, dest, dir) {
+                let index = msg.get_snapshot().get_metadata().index;
+                let file = cairn::peer::snapshot_path(&dir, index);
+                let tmp = file.with_extension("tmp");
+                let written = std::fs::create_dir_all(&dir)
+                    .and_then(|_| std::fs::write(&tmp, &bytes))
+                    .and_then(|_| std::fs::rename(&tmp, &file));
+                ok = written.is_ok() && dest.try_send(msg).is_ok();
+            }
+            {
+                let mut g = world.lock();
+                if ok {
+                    g.net.delivered += 1;
+                } else {
+                    g.net.dropped += 1;
+                }
+            }
+            if let Some(source) = source {
+                let mut status = Message::default();
+                status.set_msg_type(raft::eraftpb::MessageType::MsgSnapStatus);
+                status.from = to;
+                status.to = from;
+                status.reject = !ok;
+                let _ = source.try_send(status);
+            }
+        });
+    }
+
     /// Sends a raft message through the simulated network: dropped on a blocked link, lost or
     /// duplicated at the configured rates, and delivered after a random delay (which reorders).
     fn route(self: &Arc<World>, msg: Message) {
@@ -323,5 +408,9 @@ pub struct SimTransport {
 impl Transport for SimTransport {
     fn send(&self, msg: Message) {
         self.world.route(msg);
+    }
+
+    fn send_snapshot(&self, msg: Message, path: std::path::PathBuf) {
+        self.world.route_snapshot(msg, path);
     }
 }

@@ -15,6 +15,7 @@ use protobuf::Message as _;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::dedup::{Admit, AppliedRequests};
+use crate::crashpoint::{self, Point};
 use crate::io::{Clock, Rng, Transport};
 use crate::lease::Lessor;
 use crate::mvcc::Store;
@@ -231,7 +232,21 @@ impl Node {
 
     /// Runs the Ready loop until `shutdown` resolves or a non-deterministic failure (disk) forces
     /// the node to stop so that replicas never diverge.
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), NodeError> {
+    pub async fn run(self, shutdown: watch::Receiver<bool>) -> Result<(), NodeError> {
+        let result = self.run_loop(shutdown).await;
+        match &result {
+            // A simulated crash: the member is gone, there is nobody to tell.
+            Err(NodeError::Crashed(_)) | Ok(()) => {}
+            Err(e) => tracing::error!(
+                error = %e,
+                "the raft node stops: it cannot go on without risking divergence; restart it to \
+                 recover from what is on disk"
+            ),
+        }
+        result
+    }
+
+    async fn run_loop(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), NodeError> {
         if self.raw.has_ready() {
             // Bootstrap entries and restart replay: apply what is committed before serving.
             self.on_ready()?;
@@ -602,11 +617,11 @@ impl Node {
         }
     }
 
-    fn send(&mut self, msgs: Vec<Message>) {
+    fn send(&mut self, msgs: Vec<Message>) -> Result<(), NodeError> {
         for m in msgs {
             if m.get_msg_type() == MessageType::MsgSnapshot {
                 let to = m.to;
-                if let Err(why) = self.send_snapshot(m) {
+                if let Err(why) = self.send_snapshot(m)? {
                     tracing::warn!(to = %format!("{:x}", to), %why, "cannot prepare a snapshot");
                     // Raft paused the follower for this snapshot; it must try again later.
                     self.raw
@@ -616,16 +631,20 @@ impl Node {
                 self.transport.send(m);
             }
         }
+        Ok(())
     }
 
     /// A follower needs entries the log no longer holds: export the backend to a snapshot file and
     /// let the transport stream it. The message's metadata is rewritten to describe exactly what
     /// the file holds (its consistent index, that entry's term, the ConfState applied with it), so
     /// the follower never skips entries the file lacks; entries the file already covers are skipped
-    /// by the follower's consistent index. An error says why no snapshot could be prepared; the
-    /// caller reports the failure to raft, which would otherwise keep the follower paused.
-    fn send_snapshot(&self, mut msg: Message) -> Result<(), String> {
-        std::fs::create_dir_all(&self.cfg.snap_dir).map_err(|e| e.to_string())?;
+    /// by the follower's consistent index. The inner error says why no snapshot could be
+    /// prepared (the caller reports that to raft, which would otherwise keep the follower paused);
+    /// the outer one is a crash point stopping the node.
+    fn send_snapshot(&self, mut msg: Message) -> Result<Result<(), String>, NodeError> {
+        if let Err(e) = std::fs::create_dir_all(&self.cfg.snap_dir) {
+            return Ok(Err(e.to_string()));
+        }
         let path = self.cfg.snap_dir.join(format!(
             "out-{:x}-{}.snap",
             msg.to,
@@ -652,25 +671,44 @@ impl Node {
             Ok(p) => p,
             Err(why) => {
                 let _ = std::fs::remove_file(&path);
-                return Err(why);
+                return Ok(Err(why));
             }
         };
         let meta = msg.mut_snapshot().mut_metadata();
         meta.index = index;
         meta.term = term;
         meta.set_conf_state(conf_state);
+        crashpoint::reached(
+            self.cfg.id,
+            Point::SnapshotSend,
+            self.store.consistent_index(),
+        )?;
         tracing::info!(to = %format!("{:x}", msg.to), index, term, "sending a snapshot");
         self.transport.send_snapshot(msg, path);
-        Ok(())
+        Ok(Ok(()))
     }
 
     /// Installs a snapshot the leader sent (already received and verified by the transport):
-    /// replaces the backend, rebuilds membership and leases from it, and records the compaction
-    /// point in the WAL.
+    /// records the compaction point in the WAL, replaces the backend, and rebuilds membership and
+    /// leases from it.
+    ///
+    /// The order is etcd's (save the snapshot, then apply it): the WAL marker is durable before
+    /// the backend changes, and the file stays until the backend holds it durably. A crash in
+    /// between leaves a WAL that starts at the snapshot and a backend behind it, which
+    /// `Server::start` completes from the file. The other order would leave a backend ahead of a
+    /// WAL that still expects the entries before the snapshot, and the member could never restart.
     fn install_snapshot(&mut self, snap: &Snapshot) -> Result<(), NodeError> {
         let meta = snap.get_metadata();
         let path = crate::peer::snapshot_path(&self.cfg.snap_dir, meta.index);
         let storage = |e: crate::mvcc::MvccError| NodeError::Storage(e.to_string());
+        self.wal
+            .record_snapshot(meta.index, meta.term)
+            .map_err(|e| NodeError::Wal(e.to_string()))?;
+        crashpoint::reached(
+            self.cfg.id,
+            Point::SnapshotInstall,
+            self.store.consistent_index(),
+        )?;
         let installed = self.store.install_snapshot(&path).map_err(storage)?;
         if installed != meta.index {
             return Err(NodeError::Corrupt(format!(
@@ -678,14 +716,12 @@ impl Node {
                 meta.index
             )));
         }
+        // `install_snapshot` synced the backend: the file is no longer needed (removed below).
         self.raw
             .mut_store()
             .wl()
             .apply_snapshot(snap.clone())
             .map_err(|e| NodeError::Raft(e.to_string()))?;
-        self.wal
-            .record_snapshot(meta.index, meta.term)
-            .map_err(|e| NodeError::Wal(e.to_string()))?;
         self.members = membership::load(&self.store).map_err(storage)?;
         self.set_transport_peers();
         self.lessor.reload(&self.store).map_err(storage)?;
@@ -706,7 +742,7 @@ impl Node {
     fn on_ready(&mut self) -> Result<(), NodeError> {
         let mut rd = self.raw.ready();
         if !rd.messages().is_empty() {
-            self.send(rd.take_messages());
+            self.send(rd.take_messages())?;
         }
         if *rd.snapshot() != Snapshot::default() {
             let snap = rd.snapshot().clone();
@@ -736,6 +772,13 @@ impl Node {
             self.raw.mut_store().wl().set_hardstate(hs.clone());
             synced = true;
         }
+        if synced {
+            crashpoint::reached(
+                self.cfg.id,
+                Point::BeforeWalSync,
+                self.store.consistent_index(),
+            )?;
+        }
         if synced && !crate::bugs::active(crate::bugs::Bug::EarlyAck) {
             let started = self.clock.now();
             self.wal.sync().map_err(|e| NodeError::Wal(e.to_string()))?;
@@ -743,8 +786,15 @@ impl Node {
                 .wal_fsync
                 .observe(self.clock.now().saturating_sub(started));
         }
+        if synced {
+            crashpoint::reached(
+                self.cfg.id,
+                Point::AfterWalSync,
+                self.store.consistent_index(),
+            )?;
+        }
         if !rd.persisted_messages().is_empty() {
-            self.send(rd.take_persisted_messages());
+            self.send(rd.take_persisted_messages())?;
         }
         let mut light = self.raw.advance(rd);
         if let Some(commit) = light.commit_index() {
@@ -754,7 +804,7 @@ impl Node {
                 .mut_hard_state()
                 .set_commit(commit);
         }
-        self.send(light.take_messages());
+        self.send(light.take_messages())?;
         self.apply(light.take_committed_entries())?;
         self.raw.advance_apply();
         self.release_reads();
@@ -881,6 +931,7 @@ impl Node {
                 index,
                 "every applied entry records its index"
             );
+            crashpoint::reached(self.cfg.id, Point::AfterApply, index)?;
         }
         Ok(())
     }
@@ -1111,6 +1162,7 @@ impl Node {
         self.wal
             .record_snapshot(applied, entry_term)
             .map_err(|e| NodeError::Wal(e.to_string()))?;
+        crashpoint::reached(self.cfg.id, Point::Compaction, applied)?;
         self.wal
             .release_to(applied)
             .map_err(|e| NodeError::Wal(e.to_string()))?;
@@ -1176,4 +1228,7 @@ pub enum NodeError {
     Unsupported(String),
     #[error("the member has been permanently removed from the cluster")]
     Removed,
+    /// The simulator crashed the member at a crash point (simulation builds only).
+    #[error("{0}")]
+    Crashed(#[from] crashpoint::Crashed),
 }

@@ -200,6 +200,7 @@ impl Server {
         let store = Arc::new(
             Store::open(&db_dir, map_size).map_err(|e| StartError::Backend(e.to_string()))?,
         );
+        finish_snapshot_install(&store, &contents, &member_dir.join("snap"))?;
         let (storage, snapshot_index) = node::restore_storage(&contents, &store)
             .map_err(|e| StartError::Raft(e.to_string()))?;
 
@@ -979,6 +980,44 @@ fn next_boot_count(disk: &dyn Disk, member_dir: &Path) -> std::io::Result<u64> {
     disk.rename(&tmp, &path)?;
     disk.sync_dir(member_dir)?;
     Ok(next)
+}
+
+/// A snapshot received from the leader is recorded in the WAL before it replaces the backend
+/// (see `Node::install_snapshot`), and its file is kept until the backend holds it. If the member
+/// crashed in between, the WAL starts at a snapshot the backend is behind: install it now.
+fn finish_snapshot_install(
+    store: &Store,
+    contents: &crate::wal::WalContents,
+    snap_dir: &Path,
+) -> Result<(), StartError> {
+    let Some((index, _)) = contents.snapshot else {
+        return Ok(());
+    };
+    let applied = store.consistent_index();
+    if applied >= index {
+        return Ok(());
+    }
+    let path = crate::peer::snapshot_path(snap_dir, index);
+    if !path.exists() {
+        // restore_storage refuses this state with a clear error.
+        return Ok(());
+    }
+    let installed = store
+        .install_snapshot(&path)
+        .map_err(|e| StartError::Backend(e.to_string()))?;
+    if installed != index {
+        return Err(StartError::Backend(format!(
+            "snapshot file {} holds index {installed}, the WAL expects {index}",
+            path.display()
+        )));
+    }
+    tracing::info!(
+        index,
+        previously_applied = applied,
+        "finished installing a snapshot received before a crash"
+    );
+    let _ = std::fs::remove_file(&path);
+    Ok(())
 }
 
 fn check_writable(dir: &Path) -> Result<(), StartError> {

@@ -100,7 +100,7 @@ use ::raft::eraftpb::{Entry, HardState};
 use protobuf::Message as _;
 
 use crate::io::{Disk, DiskFile};
-use record::RecordType;
+pub use record::RecordType;
 pub use record::RECORD_BYTES_MAX;
 use segment::{SegmentName, TEMP_SUFFIX};
 use tail::LogTail;
@@ -235,6 +235,54 @@ fn snapshot_payload(index: u64, term: u64) -> [u8; SNAPSHOT_PAYLOAD_BYTES] {
     payload[..8].copy_from_slice(&index.to_le_bytes());
     payload[8..].copy_from_slice(&term.to_le_bytes());
     payload
+}
+
+/// Where one record lies in a segment file's bytes. For tools that inspect WAL files, and for the
+/// simulator, which damages chosen records on purpose; recovery does not use it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordSpan {
+    pub kind: RecordType,
+    /// Where the record's header starts.
+    pub offset: u64,
+    /// The payload's bytes in the file (the header is everything from `offset` up to here).
+    pub payload: std::ops::Range<u64>,
+    /// For an entry record: the entry's index, and where its `data` lies in the file when it
+    /// could be located.
+    pub entry: Option<(u64, Option<std::ops::Range<u64>>)>,
+}
+
+/// The valid records at the start of a segment's bytes, in order, up to the first byte that is not
+/// a valid record (a torn tail, damage, or the end). Never fails: damage only ends the list.
+pub fn record_spans(data: &[u8]) -> Vec<RecordSpan> {
+    // Damage in the middle fails the scan as a whole; what precedes it is still records.
+    let valid = match record::scan(data, true) {
+        Ok(_) => data,
+        Err(damage) => &data[..damage.offset as usize],
+    };
+    let records = record::scan(valid, true).map_or(Vec::new(), |scan| scan.records);
+    records
+        .into_iter()
+        .map(|r| {
+            let start = r.offset + record::HEADER_BYTES as u64;
+            let end = start + r.payload.len() as u64;
+            let entry = (r.kind == RecordType::Entry)
+                .then(|| Entry::parse_from_bytes(r.payload).ok())
+                .flatten()
+                .map(|e| {
+                    // The protobuf encoder writes `data` after the fixed fields; when nothing
+                    // follows it, it ends the payload.
+                    let data = (!e.data.is_empty() && r.payload.ends_with(&e.data))
+                        .then(|| end - e.data.len() as u64..end);
+                    (e.index, data)
+                });
+            RecordSpan {
+                kind: r.kind,
+                offset: r.offset,
+                payload: start..end,
+                entry,
+            }
+        })
+        .collect()
 }
 
 /// The write-ahead log. See the module documentation.

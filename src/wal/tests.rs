@@ -977,3 +977,57 @@ proptest! {
         prop_assert_eq!(contents, model.contents());
     }
 }
+
+#[test]
+fn record_spans_locate_each_entry_and_its_data() {
+    let (_temp, disk, dir) = fs_setup();
+    five_entries(&disk, &dir);
+    let data = disk.read(&last_segment(&*disk, &dir)).unwrap();
+    let spans = record_spans(&data);
+    let indexes: Vec<u64> = spans
+        .iter()
+        .filter_map(|s| s.entry.as_ref().map(|(i, _)| *i))
+        .collect();
+    assert_eq!(indexes, vec![1, 2, 3, 4, 5]);
+    assert_eq!(spans.last().unwrap().kind, RecordType::HardState);
+    assert_eq!(spans.last().unwrap().payload.end, data.len() as u64);
+    for span in &spans {
+        if let Some((index, Some(range))) = &span.entry {
+            let bytes = &data[range.start as usize..range.end as usize];
+            assert_eq!(bytes, format!("entry {index} of term 1").as_bytes());
+        }
+    }
+    // Damage ends the list instead of failing.
+    let mut damaged = data.clone();
+    let third = spans
+        .iter()
+        .position(|s| s.kind == RecordType::Entry)
+        .unwrap()
+        + 2;
+    damaged[spans[third].offset as usize] ^= 1;
+    assert_eq!(record_spans(&damaged), spans[..third].to_vec());
+}
+
+#[test]
+fn a_flipped_bit_in_an_entry_that_is_not_last_is_refused() {
+    let (_temp, disk, dir) = fs_setup();
+    five_entries(&disk, &dir);
+    let path = last_segment(&*disk, &dir);
+    let data = disk.read(&path).unwrap();
+    let spans = record_spans(&data);
+    // Entry 4's data: followed by entry 5 and the hard state, so it cannot pass for a torn write.
+    let range = spans
+        .iter()
+        .find_map(|s| match &s.entry {
+            Some((4, Some(range))) => Some(range.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let mut damaged = data.clone();
+    damaged[range.start as usize + 2] ^= 0x10;
+    rewrite(&*disk, &path, &damaged);
+    match open_err(&disk, &dir) {
+        WalError::Corrupt { reason, .. } => assert!(reason.contains("checksum"), "{reason}"),
+        other => panic!("expected corruption, got {other}"),
+    }
+}
