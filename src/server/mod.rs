@@ -201,6 +201,7 @@ impl Server {
             Store::open(&db_dir, map_size).map_err(|e| StartError::Backend(e.to_string()))?,
         );
         finish_snapshot_install(&store, &contents, &member_dir.join("snap"))?;
+        remove_stale_snapshot_files(&member_dir.join("snap"));
         let (storage, snapshot_index) = node::restore_storage(&contents, &store)
             .map_err(|e| StartError::Raft(e.to_string()))?;
 
@@ -1018,6 +1019,26 @@ fn finish_snapshot_install(
     );
     let _ = std::fs::remove_file(&path);
     Ok(())
+}
+
+/// At start no snapshot is being sent or received, and an interrupted install has just been
+/// finished: whatever is left in the snapshot directory (exports for a follower, partial or
+/// received files a crash left behind) is garbage that would otherwise pile up.
+fn remove_stale_snapshot_files(snap_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(snap_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_file() {
+            match std::fs::remove_file(&path) {
+                Ok(()) => tracing::info!(path = %path.display(), "removed a stale snapshot file"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot remove a stale snapshot file")
+                }
+            }
+        }
+    }
 }
 
 fn check_writable(dir: &Path) -> Result<(), StartError> {
