@@ -6,6 +6,8 @@
 //! on "leader changed", to surface "required revision has been compacted") behave as with etcd.
 //! Services not implemented yet answer `Unimplemented`.
 
+#[cfg(not(madsim))]
+mod authority;
 mod cluster;
 #[cfg(not(madsim))]
 mod http;
@@ -62,14 +64,12 @@ pub async fn serve(
             .add_service(lease)
             .add_service(watch);
         let router = http::routes(server.clone(), routes.into_axum_router());
-        use axum::serve::ListenerExt as _;
-        // Small request/response pairs must not wait on Nagle's algorithm and delayed ACKs.
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(ApiError::Bind)?
-            .tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
+        // Each connection behind the `:authority` fix that Go clients need (see authority.rs).
+        let listener = authority::Listener(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(ApiError::Bind)?,
+        );
         axum::serve(listener, router)
             .with_graceful_shutdown(shutdown)
             .await
