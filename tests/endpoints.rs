@@ -39,7 +39,10 @@ fn endpoint_forms(kind: Kind) {
     let out = etcdctl(&url, &["endpoint", "status", "-w", "json"], None);
     let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(v[0]["Endpoint"], serde_json::json!(url));
-    assert!(v[0]["Status"]["header"]["revision"].as_i64() >= Some(2), "{v}");
+    assert!(
+        v[0]["Status"]["header"]["revision"].as_i64() >= Some(2),
+        "{v}"
+    );
 }
 
 #[test]
