@@ -635,8 +635,13 @@ impl Wal {
             .segments
             .last()
             .expect("a wal always has a live segment");
+        // Neither number can overflow: recovery refuses a segment numbered u64::MAX, and the
+        // log's last index is at most `INDEX_MAX`.
         let name = SegmentName {
-            seq: live.seq + 1,
+            seq: live
+                .seq
+                .checked_add(1)
+                .expect("segment numbers end below u64::MAX"),
             first_index: self.tail.last_index() + 1,
         };
         let result = write_segment(
@@ -757,9 +762,18 @@ fn recover(disk: &dyn Disk, dir: &Path, segments: &[SegmentName]) -> Result<Reco
 
     for (k, name) in segments.iter().enumerate() {
         let path = dir.join(name.to_string());
+        if name.seq == u64::MAX {
+            // No segment could follow this one; this code never gets there (it would take 2^64
+            // segments), so the name is damage.
+            let reason = format!(
+                "sequence number {} leaves none for the next segment",
+                name.seq
+            );
+            return Err(corrupt(&path, 0, reason));
+        }
         if k > 0 {
             let previous = segments[k - 1];
-            if name.seq != previous.seq + 1 {
+            if previous.seq.checked_add(1) != Some(name.seq) {
                 let reason = format!(
                     "segment sequence jumps from {} to {}: a segment is missing",
                     previous.seq, name.seq

@@ -977,3 +977,127 @@ proptest! {
         prop_assert_eq!(contents, model.contents());
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Numbers at the top of the range: refused as corruption, never an arithmetic overflow.
+
+/// Appends framed records to a segment, as a writer other than this code (or damage) would.
+fn append_raw(disk: &dyn Disk, path: &Path, records: &[(record::RecordType, Vec<u8>)]) {
+    let mut data = disk.read(path).unwrap();
+    for (kind, payload) in records {
+        record::encode(&mut data, *kind, payload);
+    }
+    rewrite(disk, path, &data);
+}
+
+#[test]
+fn snapshot_marker_at_the_largest_index_is_corrupt_not_an_overflow() {
+    let disk: Arc<dyn Disk> = Arc::new(MemDisk::default());
+    let dir = Path::new("/wal");
+    five_entries(&disk, dir);
+    let path = last_segment(&*disk, dir);
+    let marker_at = disk.read(&path).unwrap().len() as u64;
+    // A marker at u64::MAX leaves no index for the entry after it.
+    append_raw(
+        &*disk,
+        &path,
+        &[
+            (
+                record::RecordType::Snapshot,
+                snapshot_payload(u64::MAX, 1).to_vec(),
+            ),
+            (
+                record::RecordType::Entry,
+                entry(6, 1).write_to_bytes().unwrap(),
+            ),
+        ],
+    );
+    match open_err(&disk, dir) {
+        WalError::Corrupt {
+            segment,
+            offset,
+            reason,
+        } => {
+            assert_eq!(segment, path.display().to_string());
+            assert_eq!(offset, marker_at, "{reason}");
+            assert!(reason.contains("largest index"), "{reason}");
+        }
+        err => panic!("expected corruption, got {err}"),
+    }
+}
+
+#[test]
+fn entry_at_the_largest_index_is_corrupt_not_an_overflow() {
+    let disk: Arc<dyn Disk> = Arc::new(MemDisk::default());
+    let dir = Path::new("/wal");
+    five_entries(&disk, dir);
+    let path = last_segment(&*disk, dir);
+    let entry_at = disk.read(&path).unwrap().len() as u64 + 32;
+    // A leader snapshot just below the top, then the one entry that would end the index space.
+    append_raw(
+        &*disk,
+        &path,
+        &[
+            (
+                record::RecordType::Snapshot,
+                snapshot_payload(u64::MAX - 1, 1).to_vec(),
+            ),
+            (
+                record::RecordType::Entry,
+                entry(u64::MAX, 1).write_to_bytes().unwrap(),
+            ),
+        ],
+    );
+    match open_err(&disk, dir) {
+        WalError::Corrupt {
+            segment,
+            offset,
+            reason,
+        } => {
+            assert_eq!(segment, path.display().to_string());
+            assert_eq!(offset, entry_at, "{reason}");
+            assert!(reason.contains("largest index"), "{reason}");
+        }
+        err => panic!("expected corruption, got {err}"),
+    }
+}
+
+#[test]
+fn segment_sequence_number_at_the_top_is_corrupt_not_an_overflow() {
+    let disk: Arc<dyn Disk> = Arc::new(MemDisk::default());
+    let dir = Path::new("/wal");
+    five_entries(&disk, dir);
+    let path = last_segment(&*disk, dir);
+    let data = disk.read(&path).unwrap();
+    let top = |first_index| {
+        dir.join(
+            SegmentName {
+                seq: u64::MAX,
+                first_index,
+            }
+            .to_string(),
+        )
+    };
+    // Alone, the segment could never roll; followed by another of the same number, the check
+    // that numbers have no gap would overflow.
+    disk.rename(&path, &top(1)).unwrap();
+    for extra in [None, Some(top(6))] {
+        if let Some(extra) = &extra {
+            let mut file = disk.open_append(extra).unwrap();
+            file.append(&data).unwrap();
+            file.sync().unwrap();
+        }
+        match open_err(&disk, dir) {
+            WalError::Corrupt {
+                segment,
+                offset,
+                reason,
+            } => {
+                assert_eq!(segment, top(1).display().to_string());
+                assert_eq!(offset, 0, "{reason}");
+                assert!(reason.contains("sequence number"), "{reason}");
+            }
+            err => panic!("expected corruption, got {err}"),
+        }
+    }
+}
