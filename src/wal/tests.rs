@@ -1245,3 +1245,40 @@ fn sealed_segment_cut_at_a_record_boundary_is_corrupt() {
     assert!(ends_with_hard_state > 0, "no segment ends with a HardState");
     reopen(&disk, dir, small_segments());
 }
+
+#[test]
+fn sealed_segment_rewritten_with_valid_records_is_corrupt() {
+    let disk: Arc<dyn Disk> = Arc::new(MemDisk::default());
+    let dir = Path::new("/wal");
+    let mut wal = Wal::create(disk.clone(), dir, METADATA, small_segments()).unwrap();
+    wal.append(&entries(1..=40, 1), None).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    let first = segment_paths(&*disk, dir).remove(0);
+    let data = disk.read(&first).unwrap();
+    let offsets = record_offsets(&*disk, &first);
+    // Entry 2 replaced by another entry 2 of the same size with a good checksum: every record
+    // reads as valid and the log rules hold, only the chain can tell.
+    let (start, end) = (offsets[2] as usize, offsets[3] as usize);
+    let mut forged = entry(2, 1);
+    forged.data = b"entry 2 of term X".to_vec().into();
+    let mut replacement = Vec::new();
+    record::encode(
+        &mut replacement,
+        record::RecordType::Entry,
+        &forged.write_to_bytes().unwrap(),
+    );
+    assert_eq!(replacement.len(), end - start);
+    let mut damaged = data.clone();
+    damaged[start..end].copy_from_slice(&replacement);
+    rewrite(&*disk, &first, &damaged);
+    match open_err(&disk, dir) {
+        WalError::Corrupt {
+            segment, reason, ..
+        } => {
+            assert_eq!(segment, first.display().to_string());
+            assert!(reason.contains("CRC-32"), "{reason}");
+        }
+        err => panic!("expected corruption, got {err}"),
+    }
+}
