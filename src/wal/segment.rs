@@ -1,4 +1,4 @@
-//! Segment file names.
+//! Segment files: their names, and the header record every segment starts with.
 //!
 //! A segment is named `{seq:016x}-{first_index:016x}.wal`: `seq` counts segments from zero, with
 //! no gaps, and `first_index` is the index the next entry had when the segment was started (the

@@ -1282,3 +1282,55 @@ fn sealed_segment_rewritten_with_valid_records_is_corrupt() {
         err => panic!("expected corruption, got {err}"),
     }
 }
+
+#[test]
+fn segment_header_that_disagrees_with_the_log_before_it_is_corrupt() {
+    let disk: Arc<dyn Disk> = Arc::new(MemDisk::default());
+    let dir = Path::new("/wal");
+    let mut wal = Wal::create(disk.clone(), dir, METADATA, WalOptions::default()).unwrap();
+    wal.append(&entries(1..=5, 2), Some(&hard_state(2, 3, 4)))
+        .unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    let path = last_segment(&*disk, dir);
+    let data = disk.read(&path).unwrap();
+    // A next segment, chained correctly, whose header would hand the vote in term 2 to member 1:
+    // taken at its word, it would make this member vote twice in one term.
+    let header = segment::Header {
+        name: SegmentName {
+            seq: 1,
+            first_index: 6,
+        },
+        previous: segment::Previous {
+            bytes: data.len() as u64,
+            checksum: crc32fast::hash(&data),
+        },
+        snapshot: None,
+        hard_state: hard_state(2, 1, 4),
+        metadata: METADATA.to_vec(),
+    };
+    write_segment(&*disk, dir, &header).unwrap();
+    let next = last_segment(&*disk, dir);
+    match open_err(&disk, dir) {
+        WalError::Corrupt {
+            segment,
+            offset,
+            reason,
+        } => {
+            assert_eq!(segment, next.display().to_string());
+            assert_eq!(offset, 0, "{reason}");
+            assert!(reason.contains("the log before it"), "{reason}");
+        }
+        err => panic!("expected corruption, got {err}"),
+    }
+    // With the HardState the log really had, the same segment opens.
+    disk.remove(&next).unwrap();
+    let header = segment::Header {
+        hard_state: hard_state(2, 3, 4),
+        ..header
+    };
+    write_segment(&*disk, dir, &header).unwrap();
+    let (_, contents) = reopen(&disk, dir, WalOptions::default());
+    assert_eq!(contents.hard_state, hard_state(2, 3, 4));
+    assert_eq!(contents.entries, entries(1..=5, 2));
+}
