@@ -5,7 +5,9 @@
 //! * `Raw`: arbitrary files, under segment names (and temporary and foreign names), with arbitrary
 //!   bytes. Checks the framing and checksum code against anything.
 //! * `Framed`: segments built from records with *valid* checksums (arbitrary types, entries,
-//!   hard states, snapshot markers, metadata), so the fuzzer gets past the CRCs to the log rules.
+//!   hard states, snapshot markers, segment headers that agree with the file name, the segment
+//!   before and the records before them), so the fuzzer gets past the CRCs and the chain between
+//!   segments to the log rules.
 //! * `Written`: a WAL written through the real `Wal` API (appends with overwrites, hard states,
 //!   snapshot markers, segment rolls, release of old segments) while a model tracks the log after
 //!   every record, then damaged: a crash during the final sync (torn tail), a segment cut short
@@ -29,7 +31,7 @@ use std::sync::Arc;
 
 use arbitrary::Arbitrary;
 use cairn::io::Disk;
-use cairn::wal::{Wal, WalContents, WalError, WalOptions};
+use cairn::wal::{Wal, WalContents, WalError, WalOptions, INDEX_MAX};
 use cairn_fuzz::{record, segment_name, MemDisk};
 use libfuzzer_sys::fuzz_target;
 use protobuf::Message as _;
@@ -85,7 +87,10 @@ struct RawFile {
 
 #[derive(Arbitrary, Debug)]
 enum FramedRecord {
-    Metadata(Vec<u8>),
+    /// A segment header with this metadata, agreeing with the segment's name, the bytes of the
+    /// segment built before it, and the last snapshot marker and hard state framed before it.
+    /// (`Other` with type 5 frames arbitrary headers.)
+    Header(Vec<u8>),
     Entry {
         index: Num,
         term: Num,
@@ -427,10 +432,16 @@ fn damage(disk: &MemDisk, d: &Damage, in_flight: Option<(&Path, usize)>) -> Expe
             let f = disk.file(&path).expect("listed");
             let cut = *at as usize % (f.data.len() + 1);
             disk.set_data(&path, f.data[..cut].to_vec());
-            // A sealed segment cut inside a record is refused; cut at a record boundary it reads
-            // as complete, and only what follows can tell (so: either, but never a log that was
-            // not written).
-            Expect::Either
+            if path != last && cut < f.data.len() {
+                // The next segment's header recorded this one's length and checksum.
+                Expect::Err
+            } else if cut < f.named_bytes {
+                // A segment's header was synced before it got its name: never a torn tail.
+                Expect::Err
+            } else {
+                // The last segment cut after its header looks like a crash that lost the end.
+                Expect::Either
+            }
         }
         Damage::Flip { file, at, bit } => {
             let path = pick(*file);
@@ -440,9 +451,11 @@ fn damage(disk: &MemDisk, d: &Damage, in_flight: Option<(&Path, usize)>) -> Expe
             }
             let at = *at as usize % data.len();
             data[at] ^= 1 << (bit % 8);
+            let named_bytes = disk.file(&path).expect("listed").named_bytes;
             disk.set_data(&path, data);
-            // CRC-32 catches every single-bit error: a sealed segment must be refused.
-            if path == last {
+            // CRC-32 catches every single-bit error: a sealed segment, or any segment's header,
+            // must be refused.
+            if path == last && at >= named_bytes {
                 Expect::Either
             } else {
                 Expect::Err
@@ -500,9 +513,11 @@ fn check_usable(disk: &MemDisk, wal: Wal, contents: &WalContents) {
     assert_eq!(&again, contents, "recovery is not idempotent");
 
     let last_index = wal.last_index();
-    let Some(index) = last_index.checked_add(1) else {
+    if last_index >= INDEX_MAX {
+        // The log is full: no index is left for another entry (raft never gets here).
         return;
-    };
+    }
+    let index = last_index + 1;
     let term = contents
         .entries
         .iter()
@@ -531,11 +546,40 @@ fn open(disk: &MemDisk) -> Result<(Wal, WalContents), WalError> {
 }
 
 fn framed(disk: &MemDisk, segs: &[FramedSegment]) {
+    // What a header must agree with: the segment before, the last marker and hard state.
+    let mut previous: Vec<u8> = Vec::new();
+    let mut snapshot = None;
+    let mut hs = HardState::default();
     for seg in segs.iter().take(8) {
         let mut data = Vec::new();
+        let (seq, first_index) = match &seg.name {
+            Name::Segment { seq, first_index } => (seq.get(), first_index.get()),
+            Name::Temp { seq, first_index } => (*seq as u64, *first_index as u64),
+            Name::Other(_) => (0, 0),
+        };
         for r in seg.records.iter().take(64) {
             match r {
-                FramedRecord::Metadata(m) => record::encode(&mut data, record::METADATA, m),
+                FramedRecord::Header(m) => {
+                    let (previous_bytes, previous_checksum) = if seq == 0 {
+                        (0, 0)
+                    } else {
+                        (previous.len() as u64, crc32fast::hash(&previous))
+                    };
+                    let h = record::Header {
+                        seq,
+                        first_index,
+                        previous_bytes,
+                        previous_checksum,
+                        snapshot,
+                        hard_state: hs.write_to_bytes().unwrap(),
+                        metadata: m.clone(),
+                    };
+                    record::encode(
+                        &mut data,
+                        record::SEGMENT_HEADER,
+                        &record::header_payload(&h),
+                    );
+                }
                 FramedRecord::Entry {
                     index,
                     term,
@@ -546,19 +590,23 @@ fn framed(disk: &MemDisk, segs: &[FramedSegment]) {
                     record::encode(&mut data, record::ENTRY, &e.write_to_bytes().unwrap());
                 }
                 FramedRecord::HardState { term, vote, commit } => {
-                    let hs = hard_state(term.get(), *vote as u64, commit.get());
+                    hs = hard_state(term.get(), *vote as u64, commit.get());
                     record::encode(&mut data, record::HARD_STATE, &hs.write_to_bytes().unwrap());
                 }
-                FramedRecord::Snapshot { index, term } => record::encode(
-                    &mut data,
-                    record::SNAPSHOT,
-                    &record::snapshot_payload(index.get(), term.get()),
-                ),
+                FramedRecord::Snapshot { index, term } => {
+                    snapshot = Some((index.get(), term.get()));
+                    record::encode(
+                        &mut data,
+                        record::SNAPSHOT,
+                        &record::snapshot_payload(index.get(), term.get()),
+                    )
+                }
                 FramedRecord::Other { kind, payload } => record::encode(&mut data, *kind, payload),
                 FramedRecord::Garbage(g) => data.extend_from_slice(g),
             }
         }
-        disk.put(&dir().join(seg.name.file_name()), data);
+        disk.put(&dir().join(seg.name.file_name()), data.clone());
+        previous = data;
     }
 }
 

@@ -219,10 +219,13 @@ impl DiskFile for MemHandle {
 /// the log rules behind them instead of stopping at the first CRC.
 pub mod record {
     pub const HEADER_BYTES: usize = 16;
-    pub const METADATA: u8 = 1;
     pub const ENTRY: u8 = 2;
     pub const HARD_STATE: u8 = 3;
     pub const SNAPSHOT: u8 = 4;
+    /// The segment header, first record of every segment (`src/wal/segment.rs`).
+    pub const SEGMENT_HEADER: u8 = 5;
+    /// The format version segment headers carry.
+    pub const FORMAT_VERSION: u32 = 1;
 
     /// Appends one framed record of type `kind` (any byte, so invalid types can be framed too).
     pub fn encode(buf: &mut Vec<u8>, kind: u8, payload: &[u8]) {
@@ -238,6 +241,37 @@ pub mod record {
         let header_checksum = crc32fast::hash(&buf[start + 4..start + HEADER_BYTES]);
         buf[start..start + 4].copy_from_slice(&header_checksum.to_le_bytes());
         buf.extend_from_slice(payload);
+    }
+
+    /// What a segment header says (see `src/wal/segment.rs` for the layout).
+    #[derive(Debug, Clone, Default)]
+    pub struct Header {
+        pub seq: u64,
+        pub first_index: u64,
+        pub previous_bytes: u64,
+        pub previous_checksum: u32,
+        pub snapshot: Option<(u64, u64)>,
+        /// The HardState, protobuf encoded.
+        pub hard_state: Vec<u8>,
+        pub metadata: Vec<u8>,
+    }
+
+    /// A segment header's payload.
+    pub fn header_payload(h: &Header) -> Vec<u8> {
+        let mut p = FORMAT_VERSION.to_le_bytes().to_vec();
+        p.extend_from_slice(&h.seq.to_le_bytes());
+        p.extend_from_slice(&h.first_index.to_le_bytes());
+        p.extend_from_slice(&h.previous_bytes.to_le_bytes());
+        p.extend_from_slice(&h.previous_checksum.to_le_bytes());
+        p.push(h.snapshot.is_some() as u8);
+        let (index, term) = h.snapshot.unwrap_or((0, 0));
+        p.extend_from_slice(&index.to_le_bytes());
+        p.extend_from_slice(&term.to_le_bytes());
+        for field in [&h.hard_state, &h.metadata] {
+            p.extend_from_slice(&(field.len() as u32).to_le_bytes());
+            p.extend_from_slice(field);
+        }
+        p
     }
 
     /// A snapshot marker's payload: index and term, u64 little endian.

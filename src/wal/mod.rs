@@ -22,15 +22,30 @@
 //! `segment.rs`). Each segment is a sequence of records, and each record is a 16-byte header
 //! followed by a payload (see `record.rs` for the byte layout): a CRC-32 over the rest of the
 //! header, the payload length, a type byte, and a CRC-32 over the type and payload. The types are
-//! metadata (the opaque bytes), entry and hard state (protobuf encoded, as raft-rs defines them),
-//! and snapshot marker (index and term). No record's payload may exceed [`RECORD_BYTES_MAX`].
+//! segment header, entry and hard state (protobuf encoded, as raft-rs defines them), and snapshot
+//! marker (index and term). No record's payload may exceed [`RECORD_BYTES_MAX`].
 //!
-//! Every segment starts with a header: a metadata record, the last snapshot marker if there is
-//! one, and the latest HardState. A segment is therefore self-describing: after the segments
-//! before it are released, it still says which member wrote it and where the log stands. A segment
-//! is written under a temporary name, synced, then renamed into place and the directory synced, so
-//! a file with a segment's name always has a complete header. When the live segment reaches
-//! [`WalOptions::segment_bytes_max`] it is synced and the next record goes to a new segment.
+//! Every segment starts with exactly one header record (see `segment.rs` for its layout). It
+//! carries the format version (currently [`FORMAT_VERSION`]), the segment's own sequence number and
+//! first index (repeating its file name, so a renamed file is caught), the opaque metadata given at
+//! create, the last snapshot marker if there is one, and the latest HardState. A segment is
+//! therefore self-describing: after the segments before it are released, it still says which
+//! member wrote it and where the log stands. A segment is written under a temporary name, synced,
+//! then renamed into place and the directory synced, so a file with a segment's name always has a
+//! complete header. When the live segment reaches [`WalOptions::segment_bytes_max`] it is synced
+//! and the next record goes to a new segment.
+//!
+//! Segments are chained: the header of each new segment also records the length in bytes and the
+//! CRC-32 of the whole segment before it, which is final from that moment on (only the last
+//! segment is ever appended to). Recovery checks every segment but the last against the header
+//! that follows it, so a sealed segment that lost its end, even exactly at a record boundary where
+//! its own records would read as a valid shorter segment, is refused. No trailer record is needed:
+//! the next header is the seal, written and synced only after the segment it describes.
+//!
+//! Format version 1 introduced the single header record and the chain. The earlier format started
+//! each segment with separate metadata, snapshot marker and HardState records (record type 1 was
+//! metadata, now retired); it is not read, and such a WAL is refused as having an unknown record
+//! type (cairn had no release that wrote it).
 //!
 //! Entries are appended in index order. An entry whose index is at or below the last index
 //! replaces the log from that index on: a follower truncates entries that conflict with its leader
@@ -45,21 +60,28 @@
 //! allocated but never wrote. Those bytes were never synced, so no one was told they were
 //! durable: recovery cuts them off with [`DiskFile::truncate`] and continues with the valid prefix.
 //!
-//! Damage counts as a torn tail only if nothing valid follows it. A crash tears the last write
-//! and nothing after it, so if a valid record can be found anywhere after the damage (searching
-//! byte by byte when the damaged header no longer says where the record ends), that later record
-//! was written, synced and maybe acknowledged after the damaged one: the damage is in the middle.
-//! That, and everything else unexpected, is refused with [`WalError::Corrupt`], naming the file and
-//! offset: damage in any segment but the last (each was synced before the next one began), a
-//! missing segment, a segment whose first index does not continue the log, entries that skip an
-//! index or lower a term, a HardState that goes backwards, a commit index beyond the log. Skipping
-//! such data would let a member forget a vote or an acknowledged entry and silently break raft's
-//! safety; a node that refuses to start can be repaired from its peers.
+//! Damage counts as a torn tail only if nothing valid follows it, and only after the last
+//! segment's header. A crash tears the last write and nothing after it, so if a valid record can
+//! be found anywhere after the damage (searching byte by byte when the damaged header no longer
+//! says where the record ends), that later record was written, synced and maybe acknowledged after
+//! the damaged one: the damage is in the middle. And a header is synced before its segment gets
+//! its name, so a damaged or incomplete header is never a torn write: cutting it would silently
+//! reset the HardState (and the vote in it) that the header carries. That, and everything else
+//! unexpected, is refused with [`WalError::Corrupt`], naming the file and offset: damage in any
+//! segment but the last (each was synced before the next one began), a segment whose length or
+//! checksum differs from what the next header recorded, a header that disagrees with its file name
+//! or with the log before it, a missing segment, a segment whose first index does not continue the
+//! log, entries that skip an index or lower a term, a HardState that goes backwards, a commit index
+//! beyond the log, an index or segment number at the top of the `u64` range (the next one must
+//! exist; raft never gets there). Skipping such data would let a member forget a vote or an
+//! acknowledged entry and silently break raft's safety; a node that refuses to start can be
+//! repaired from its peers.
 //!
-//! One ambiguity is inherent: damage to the very last record looks exactly like a torn write and
-//! is treated as one, so a bit flip there loses that record even if it had been synced. No format
-//! can tell the two apart without a second copy; raft assumes synced data stays intact, and the
-//! simulator exercises both cases.
+//! Two ambiguities are inherent. Damage to the very last record looks exactly like a torn write
+//! and is treated as one, so a bit flip there loses that record even if it had been synced; and
+//! the last segment cut at a record boundary, or lost as a whole, reads as a shorter log that was
+//! never synced further. No format can tell these apart without a second copy; raft assumes synced
+//! data stays intact, and the simulator exercises both cases.
 //!
 //! # Snapshots and release
 //!
@@ -69,7 +91,8 @@
 //! snapshot came from a leader and replaces the log, as raft-rs's storage does. Once a snapshot is
 //! recorded, [`Wal::release_to`] deletes the oldest segments whose entries it covers. The segment
 //! headers are what make this safe: the first segment left still carries the metadata, the
-//! HardState and a snapshot marker, and its name says where its entries begin.
+//! HardState and a snapshot marker, and its name says where its entries begin. Its own record of
+//! the segment before it is not checked, since that segment is gone.
 //!
 //! # One fsync per Ready
 //!
@@ -102,8 +125,10 @@ use protobuf::Message as _;
 use crate::io::{Disk, DiskFile};
 pub use record::RecordType;
 pub use record::RECORD_BYTES_MAX;
-use segment::{SegmentName, TEMP_SUFFIX};
+pub use segment::FORMAT_VERSION;
+use segment::{Header, Previous, SegmentName, TEMP_SUFFIX};
 use tail::LogTail;
+pub use tail::INDEX_MAX;
 
 /// Default size at which the live segment is closed and a new one started.
 pub const SEGMENT_BYTES_MAX_DEFAULT: u64 = 64 * 1024 * 1024;
@@ -300,6 +325,9 @@ pub struct Wal {
     segments: Vec<SegmentName>,
     /// The live segment.
     file: Box<dyn DiskFile>,
+    /// CRC-32 of everything handed to the live segment's file: the next segment's header records
+    /// it (see "The format" in the module documentation).
+    live_checksum: crc32fast::Hasher,
     /// Records appended but not yet handed to `file`.
     pending: Vec<u8>,
     /// Whether anything was appended since the last sync.
@@ -377,7 +405,14 @@ impl Wal {
             first_index: 1,
         };
         let hard_state = HardState::default();
-        let file = write_segment(&*disk, dir, name, metadata, None, &hard_state)?;
+        let header = Header {
+            name,
+            previous: Previous::default(),
+            snapshot: None,
+            hard_state: hard_state.clone(),
+            metadata: metadata.to_vec(),
+        };
+        let (file, live_checksum) = write_segment(&*disk, dir, &header)?;
         tracing::info!(dir = %dir.display(), "created wal");
         Ok(Wal {
             disk,
@@ -388,6 +423,7 @@ impl Wal {
             tail: LogTail::new(0),
             segments: vec![name],
             file,
+            live_checksum,
             pending: Vec::new(),
             dirty: false,
             poisoned: false,
@@ -479,6 +515,7 @@ impl Wal {
             tail,
             segments,
             file,
+            live_checksum: recovered.live_checksum,
             pending: Vec::new(),
             dirty: false,
             poisoned: false,
@@ -490,10 +527,10 @@ impl Wal {
     ///
     /// Entries whose index is at or below the last index replace the old suffix from that index
     /// on (raft truncates conflicting entries), and recovery reproduces that. Entries must be
-    /// contiguous, start after the snapshot and at most one past the last index, and never lower
-    /// a term; a HardState must never lower its term or commit, never change a vote within a
-    /// term, and commit no further than the last index. Breaking these is a bug in the caller
-    /// and panics. Only [`WalError::TooLarge`] leaves the WAL usable.
+    /// contiguous, start after the snapshot and at most one past the last index, never lower a
+    /// term, and never pass [`INDEX_MAX`]; a HardState must never lower its term or commit, never
+    /// change a vote within a term, and commit no further than the last index. Breaking these is
+    /// a bug in the caller and panics. Only [`WalError::TooLarge`] leaves the WAL usable.
     pub fn append(
         &mut self,
         entries: &[Entry],
@@ -664,6 +701,7 @@ impl Wal {
         }
         let result = self.file.append(&self.pending);
         self.check_io("append to", result)?;
+        self.live_checksum.update(&self.pending);
         self.pending.clear();
         Ok(())
     }
@@ -683,51 +721,52 @@ impl Wal {
             .segments
             .last()
             .expect("a wal always has a live segment");
+        // Neither number can overflow: recovery refuses a segment numbered u64::MAX, and the
+        // log's last index is at most `INDEX_MAX`.
         let name = SegmentName {
-            seq: live.seq + 1,
+            seq: live
+                .seq
+                .checked_add(1)
+                .expect("segment numbers end below u64::MAX"),
             first_index: self.tail.last_index() + 1,
         };
-        let result = write_segment(
-            &*self.disk,
-            &self.dir,
+        // The live segment is final from here on: the new header records its length and checksum.
+        let previous = Previous {
+            bytes: self.file.len(),
+            checksum: self.live_checksum.clone().finalize(),
+        };
+        debug_assert_eq!(previous.bytes, live_bytes);
+        let header = Header {
             name,
-            &self.metadata,
-            self.tail.snapshot(),
-            &self.hard_state,
-        );
-        let file = result.inspect_err(|_| self.poisoned = true)?;
+            previous,
+            snapshot: self.tail.snapshot(),
+            hard_state: self.hard_state.clone(),
+            metadata: self.metadata.clone(),
+        };
+        let result = write_segment(&*self.disk, &self.dir, &header);
+        let (file, live_checksum) = result.inspect_err(|_| self.poisoned = true)?;
         tracing::debug!(segment = %name, previous_bytes = live_bytes, "wal: started segment");
         self.file = file;
+        self.live_checksum = live_checksum;
         self.segments.push(name);
         self.dirty = false;
         Ok(())
     }
 }
 
-/// Writes a new segment with its header records, durably: under a temporary name first, synced,
-/// then renamed into place and the directory synced. Returns the segment opened for appending.
+/// Writes a new segment with its header record, durably: under a temporary name first, synced,
+/// then renamed into place and the directory synced. Returns the segment opened for appending,
+/// and the running checksum of its content (the header so far).
 fn write_segment(
     disk: &dyn Disk,
     dir: &Path,
-    name: SegmentName,
-    metadata: &[u8],
-    snapshot: Option<(u64, u64)>,
-    hard_state: &HardState,
-) -> Result<Box<dyn DiskFile>, WalError> {
-    let mut header = Vec::new();
-    record::encode(&mut header, RecordType::Metadata, metadata);
-    if let Some((index, term)) = snapshot {
-        record::encode(
-            &mut header,
-            RecordType::Snapshot,
-            &snapshot_payload(index, term),
-        );
-    }
-    record::encode(
-        &mut header,
-        RecordType::HardState,
-        &hard_state.write_to_bytes()?,
-    );
+    header: &Header,
+) -> Result<(Box<dyn DiskFile>, crc32fast::Hasher), WalError> {
+    let name = header.name;
+    let mut bytes = Vec::new();
+    let payload = header.encode()?;
+    check_size(payload.len(), RECORD_BYTES_MAX)?;
+    record::encode(&mut bytes, RecordType::Header, &payload);
 
     let temp = dir.join(name.temp_name());
     let path = dir.join(name.to_string());
@@ -744,7 +783,7 @@ fn write_segment(
         .open_append(&temp)
         .map_err(|e| io_error("create", &temp, e))?;
     assert_eq!(file.len(), 0, "{}", temp.display());
-    file.append(&header)
+    file.append(&bytes)
         .map_err(|e| io_error("append to", &temp, e))?;
     file.sync().map_err(|e| io_error("sync", &temp, e))?;
     drop(file);
@@ -756,8 +795,10 @@ fn write_segment(
     let file = disk
         .open_append(&path)
         .map_err(|e| io_error("open", &path, e))?;
-    assert_eq!(file.len(), header.len() as u64, "{}", path.display());
-    Ok(file)
+    assert_eq!(file.len(), bytes.len() as u64, "{}", path.display());
+    let mut checksum = crc32fast::Hasher::new();
+    checksum.update(&bytes);
+    Ok((file, checksum))
 }
 
 /// Removes segments left half-prepared by a crash (see `segment.rs`). They were never part of
@@ -786,41 +827,50 @@ struct Recovered {
     tail: LogTail<Entry>,
     /// Bytes of valid records in the last segment.
     live_valid_bytes: u64,
+    /// CRC-32 of those bytes, to continue as records are appended.
+    live_checksum: crc32fast::Hasher,
     /// Why the last segment's tail was judged torn, if it was.
     torn: Option<String>,
 }
 
+/// A segment already read, as the next segment's header must describe it.
+struct Read {
+    name: SegmentName,
+    path: PathBuf,
+    previous: Previous,
+}
+
 /// Reads and checks every segment, in order. See "Recovery" in the module documentation.
 fn recover(disk: &dyn Disk, dir: &Path, segments: &[SegmentName]) -> Result<Recovered, WalError> {
-    let first = segments[0];
-    let first_path = dir.join(first.to_string());
-    if first.first_index == 0 {
-        return Err(corrupt(&first_path, 0, "segment name gives first index 0"));
-    }
-    let mut tail = LogTail::<Entry>::new(first.first_index - 1);
+    let first_path = dir.join(segments[0].to_string());
+    let mut tail: Option<LogTail<Entry>> = None;
     let mut metadata: Option<Vec<u8>> = None;
     let mut hard_state = HardState::default();
     let mut live_valid_bytes = 0;
+    let mut live_checksum = crc32fast::Hasher::new();
     let mut torn = None;
+    let mut before: Option<Read> = None;
 
     for (k, name) in segments.iter().enumerate() {
         let path = dir.join(name.to_string());
-        if k > 0 {
-            let previous = segments[k - 1];
-            if name.seq != previous.seq + 1 {
+        if name.seq == u64::MAX {
+            // No segment could follow this one; this code never gets there (it would take 2^64
+            // segments), so the name is damage.
+            let reason = format!(
+                "sequence number {} leaves none for the next segment",
+                name.seq
+            );
+            return Err(corrupt(&path, 0, reason));
+        }
+        if name.first_index == 0 || name.first_index > tail::INDEX_MAX {
+            let reason = format!("segment name gives first index {}", name.first_index);
+            return Err(corrupt(&path, 0, reason));
+        }
+        if let Some(previous) = &before {
+            if previous.name.seq.checked_add(1) != Some(name.seq) {
                 let reason = format!(
                     "segment sequence jumps from {} to {}: a segment is missing",
-                    previous.seq, name.seq
-                );
-                return Err(corrupt(&path, 0, reason));
-            }
-            // Each segment was started when the log ended just before its first index, with
-            // every earlier segment synced: the log replayed so far must end there too.
-            if tail.last_index() + 1 != name.first_index {
-                let reason = format!(
-                    "segment starts at index {} but the log before it ends at {}",
-                    name.first_index,
-                    tail.last_index()
+                    previous.name.seq, name.seq
                 );
                 return Err(corrupt(&path, 0, reason));
             }
@@ -829,61 +879,151 @@ fn recover(disk: &dyn Disk, dir: &Path, segments: &[SegmentName]) -> Result<Reco
         let data = disk.read(&path).map_err(|e| io_error("read", &path, e))?;
         let is_last = k == segments.len() - 1;
         let scan = record::scan(&data, is_last).map_err(|d| corrupt(&path, d.offset, d.reason))?;
-        if scan.records.is_empty() {
-            // A segment is renamed into place only after its header is synced, so an empty one
-            // is not a crash artifact.
-            let reason = match &scan.torn {
-                Some(torn) => format!("no metadata record, only damage: {torn}"),
-                None => "empty segment: no metadata record".to_string(),
-            };
+        // The header was synced before the segment got its name, so no crash leaves it damaged
+        // or incomplete, even in the last segment: a torn tail can only begin after it.
+        let header = match scan.records.first() {
+            None => {
+                let reason = match &scan.torn {
+                    Some(torn) => format!("segment header damaged or incomplete: {torn}"),
+                    None => "empty segment: no header".to_string(),
+                };
+                return Err(corrupt(&path, 0, reason));
+            }
+            Some(record) if record.kind != RecordType::Header => {
+                let reason = format!("segment starts with {:?}, not a header", record.kind);
+                return Err(corrupt(&path, 0, reason));
+            }
+            Some(record) => Header::decode(record.payload)
+                .map_err(|reason| corrupt(&path, 0, format!("segment header: {reason}")))?,
+        };
+        if header.name != *name {
+            let reason = format!("header belongs to segment {}", header.name);
             return Err(corrupt(&path, 0, reason));
         }
 
-        for (r, record) in scan.records.iter().enumerate() {
-            let at = |reason: String| corrupt(&path, record.offset, reason);
-            match (r, record.kind) {
-                (0, RecordType::Metadata) => match &metadata {
-                    None => metadata = Some(record.payload.to_vec()),
-                    Some(m) if m.as_slice() != record.payload => {
-                        return Err(at("metadata differs from the first segment's".into()))
-                    }
-                    Some(_) => {}
-                },
-                (0, kind) => return Err(at(format!("segment starts with {kind:?}, not metadata"))),
-                (_, RecordType::Metadata) => {
-                    return Err(at("metadata record after the start of the segment".into()))
+        match (&before, &tail) {
+            (Some(previous), Some(log)) => {
+                // The segment before was final when this one was started: what its header
+                // recorded must still be there, byte for byte. A cut at a record boundary, which
+                // reads as a valid shorter segment, shows up here.
+                if header.previous.bytes != previous.previous.bytes {
+                    let reason = format!(
+                        "{} bytes, but the next segment's header recorded {}: the segment was {}",
+                        previous.previous.bytes,
+                        header.previous.bytes,
+                        if previous.previous.bytes < header.previous.bytes {
+                            "cut short"
+                        } else {
+                            "extended"
+                        }
+                    );
+                    return Err(corrupt(&previous.path, previous.previous.bytes, reason));
                 }
-                (_, RecordType::Entry) => {
+                if header.previous.checksum != previous.previous.checksum {
+                    let reason = format!(
+                        "content has CRC-32 {:08x}, but the next segment's header recorded {:08x}",
+                        previous.previous.checksum, header.previous.checksum
+                    );
+                    return Err(corrupt(&previous.path, 0, reason));
+                }
+                // Each segment was started when the log ended just before its first index, with
+                // every earlier segment synced: the log replayed so far must end there too, and
+                // the header repeats the marker and HardState written before it.
+                if log.last_index() + 1 != name.first_index {
+                    let reason = format!(
+                        "segment starts at index {} but the log before it ends at {}",
+                        name.first_index,
+                        log.last_index()
+                    );
+                    return Err(corrupt(&path, 0, reason));
+                }
+                if header.snapshot != log.snapshot() || header.hard_state != hard_state {
+                    let reason = format!(
+                        "header says snapshot {:?} and hard state {{{:?}}}, the log before it \
+                         says {:?} and {{{:?}}}",
+                        header.snapshot,
+                        header.hard_state,
+                        log.snapshot(),
+                        hard_state
+                    );
+                    return Err(corrupt(&path, 0, reason));
+                }
+                if metadata.as_deref() != Some(header.metadata.as_slice()) {
+                    return Err(corrupt(
+                        &path,
+                        0,
+                        "metadata differs from the first segment's",
+                    ));
+                }
+            }
+            _ => {
+                // The first segment left: the ones before it were released (or this is segment
+                // 0, which has none). Its header says where the log stands.
+                if name.seq == 0 && header.previous != Previous::default() {
+                    let reason = "the first segment's header names a segment before it";
+                    return Err(corrupt(&path, 0, reason));
+                }
+                let mut log = LogTail::<Entry>::new(name.first_index - 1);
+                if let Some((index, term)) = header.snapshot {
+                    log.apply_snapshot(index, term)
+                        .map_err(|e| corrupt(&path, 0, format!("segment header: {e}")))?;
+                }
+                check_hard_state_step(&hard_state, &header.hard_state)
+                    .map_err(|reason| corrupt(&path, 0, format!("hard state: {reason}")))?;
+                hard_state = header.hard_state.clone();
+                metadata = Some(header.metadata.clone());
+                tail = Some(log);
+            }
+        }
+        let log = tail.as_mut().expect("set by the first segment");
+
+        for record in &scan.records[1..] {
+            let at = |reason: String| corrupt(&path, record.offset, reason);
+            match record.kind {
+                RecordType::Header => {
+                    return Err(at("segment header after the start of the segment".into()))
+                }
+                RecordType::Entry => {
                     let entry = Entry::parse_from_bytes(record.payload)
                         .map_err(|e| at(format!("undecodable entry: {e}")))?;
                     let index = entry.index;
-                    tail.push(index, entry).map_err(|e| at(e.to_string()))?;
+                    log.push(index, entry).map_err(|e| at(e.to_string()))?;
                 }
-                (_, RecordType::HardState) => {
+                RecordType::HardState => {
                     let hs = HardState::parse_from_bytes(record.payload)
                         .map_err(|e| at(format!("undecodable hard state: {e}")))?;
                     check_hard_state_step(&hard_state, &hs)
                         .map_err(|reason| at(format!("hard state: {reason}")))?;
                     hard_state = hs;
                 }
-                (_, RecordType::Snapshot) => {
+                RecordType::Snapshot => {
                     let payload: [u8; SNAPSHOT_PAYLOAD_BYTES] = record
                         .payload
                         .try_into()
                         .map_err(|_| at("snapshot marker of the wrong size".into()))?;
                     let index = u64::from_le_bytes(payload[..8].try_into().unwrap());
                     let term = u64::from_le_bytes(payload[8..].try_into().unwrap());
-                    tail.apply_snapshot(index, term)
+                    log.apply_snapshot(index, term)
                         .map_err(|e| at(e.to_string()))?;
                 }
             }
         }
         if is_last {
             live_valid_bytes = scan.valid_bytes;
+            live_checksum.update(&data[..scan.valid_bytes as usize]);
             torn = scan.torn;
         }
+        before = Some(Read {
+            name: *name,
+            path,
+            previous: Previous {
+                bytes: data.len() as u64,
+                checksum: crc32fast::hash(&data),
+            },
+        });
     }
 
+    let tail = tail.expect("there is at least one segment");
     let last_path = dir.join(segments[segments.len() - 1].to_string());
     if !tail.is_anchored() {
         let snapshot_index = tail.snapshot().map_or(0, |(index, _)| index);
@@ -905,10 +1045,11 @@ fn recover(disk: &dyn Disk, dir: &Path, segments: &[SegmentName]) -> Result<Reco
         return Err(corrupt(&last_path, live_valid_bytes, reason));
     }
     Ok(Recovered {
-        metadata: metadata.expect("every segment starts with metadata"),
+        metadata: metadata.expect("every segment has a header"),
         hard_state,
         tail,
         live_valid_bytes,
+        live_checksum,
         torn,
     })
 }

@@ -5,7 +5,7 @@
 //! offset  bytes  field
 //!      0      4  header_checksum   CRC-32 of bytes 4..16, little endian
 //!      4      4  payload_bytes     length of the payload, u32 little endian
-//!      8      1  record type       1 metadata, 2 entry, 3 hard state, 4 snapshot marker
+//!      8      1  record type       2 entry, 3 hard state, 4 snapshot marker, 5 segment header
 //!      9      3  reserved          zero
 //!     12      4  payload_checksum  CRC-32 of (record type ‖ payload), little endian
 //!     16      n  payload
@@ -27,27 +27,29 @@ pub const HEADER_BYTES: usize = 16;
 /// recovery try to allocate gigabytes.
 pub const RECORD_BYTES_MAX: usize = 64 * 1024 * 1024;
 
-/// The kinds of record. The numbers are part of the on-disk format: never renumber them.
+/// The kinds of record. The numbers are part of the on-disk format: never renumber them, and
+/// never reuse 1 (the metadata record that started a segment before format version 1; reading
+/// one is refused as an unknown type).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum RecordType {
-    /// The opaque metadata given at create; the first record of every segment.
-    Metadata = 1,
     /// A raft `Entry`, protobuf encoded.
     Entry = 2,
     /// A raft `HardState`, protobuf encoded.
     HardState = 3,
     /// A snapshot marker: index and term, two u64 little endian.
     Snapshot = 4,
+    /// The first record of every segment and only there: see `segment.rs`.
+    Header = 5,
 }
 
 impl RecordType {
     fn from_byte(byte: u8) -> Option<RecordType> {
         match byte {
-            1 => Some(RecordType::Metadata),
             2 => Some(RecordType::Entry),
             3 => Some(RecordType::HardState),
             4 => Some(RecordType::Snapshot),
+            5 => Some(RecordType::Header),
             _ => None,
         }
     }
@@ -285,7 +287,7 @@ mod tests {
 
     fn kinds() -> impl Strategy<Value = RecordType> {
         prop_oneof![
-            Just(RecordType::Metadata),
+            Just(RecordType::Header),
             Just(RecordType::Entry),
             Just(RecordType::HardState),
             Just(RecordType::Snapshot),

@@ -9,6 +9,11 @@ use std::fmt;
 
 use ::raft::eraftpb::Entry;
 
+/// The largest index an entry or snapshot marker may have. The index after the last one must
+/// exist (the next entry goes there, and a new segment is named after it), so `u64::MAX` itself
+/// is never used. Raft cannot get near it; only damaged files can, and recovery refuses them.
+pub const INDEX_MAX: u64 = u64::MAX - 1;
+
 /// What the tail keeps per entry: the entry itself at recovery, only its term at runtime.
 pub trait Termed {
     fn term(&self) -> u64;
@@ -42,6 +47,8 @@ pub struct LogTail<T> {
 /// A record that breaks the rules of a raft log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TailError {
+    /// An entry or snapshot marker beyond [`INDEX_MAX`].
+    IndexTooLarge { index: u64 },
     /// An entry beyond the last index plus one: entries would be missing.
     Gap { index: u64, last_index: u64 },
     /// An entry at or below the snapshot: committed entries never change.
@@ -65,6 +72,10 @@ pub enum TailError {
 impl fmt::Display for TailError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            TailError::IndexTooLarge { index } => write!(
+                f,
+                "index {index} is beyond the largest index {INDEX_MAX}: no index is left for the entry after it"
+            ),
             TailError::Gap { index, last_index } => {
                 write!(f, "entry {index} does not follow the last index {last_index}")
             }
@@ -89,6 +100,7 @@ impl<T: Termed> LogTail<T> {
     /// An empty log whose next entry is `base_index + 1`.
     pub fn new(base_index: u64) -> Self {
         // A log that starts at index 1 has the empty entry 0 (term 0) before it.
+        assert!(base_index <= INDEX_MAX, "log tail based at {base_index}");
         let base_term = if base_index == 0 { Some(0) } else { None };
         LogTail {
             snapshot: None,
@@ -150,6 +162,10 @@ impl<T: Termed> LogTail<T> {
     /// Applies an entry at `index`: appended after the last one, or replacing the suffix from
     /// `index` on (raft truncates a follower's conflicting entries). Nothing changes on error.
     pub fn push(&mut self, index: u64, item: T) -> Result<(), TailError> {
+        if index > INDEX_MAX {
+            return Err(TailError::IndexTooLarge { index });
+        }
+        // Every index held is at most INDEX_MAX, so this cannot overflow.
         let last_index = self.last_index();
         if index > last_index + 1 {
             return Err(TailError::Gap { index, last_index });
@@ -198,6 +214,9 @@ impl<T: Termed> LogTail<T> {
     /// after the applied index, while a snapshot from the leader that our log does not match
     /// replaces the whole log, as raft's storage does. Nothing changes on error.
     pub fn apply_snapshot(&mut self, index: u64, term: u64) -> Result<(), TailError> {
+        if index > INDEX_MAX {
+            return Err(TailError::IndexTooLarge { index });
+        }
         if let Some((snapshot_index, snapshot_term)) = self.snapshot {
             if index < snapshot_index {
                 return Err(TailError::SnapshotBackwards {
@@ -286,6 +305,22 @@ mod tests {
             t.push(2, 0),
             Err(TailError::TermRegression { .. })
         ));
+    }
+
+    #[test]
+    fn indexes_stop_one_short_of_the_top_of_the_range() {
+        let mut t = LogTail::<u64>::new(INDEX_MAX - 1);
+        t.push(INDEX_MAX, 1).unwrap();
+        assert_eq!(
+            t.push(u64::MAX, 1),
+            Err(TailError::IndexTooLarge { index: u64::MAX })
+        );
+        assert_eq!(
+            t.apply_snapshot(u64::MAX, 1),
+            Err(TailError::IndexTooLarge { index: u64::MAX })
+        );
+        t.apply_snapshot(INDEX_MAX, 1).unwrap();
+        assert_eq!(t.last_index(), INDEX_MAX);
     }
 
     #[test]

@@ -369,7 +369,7 @@ fn overwrite_of_a_suffix_is_reproduced_by_recovery() {
 }
 
 #[test]
-fn segments_roll_at_the_size_limit_and_each_starts_with_metadata_and_hard_state() {
+fn segments_roll_at_the_size_limit_and_each_starts_with_a_header_chained_to_the_one_before() {
     let (_temp, disk, dir) = fs_setup();
     let mut wal = Wal::create(disk.clone(), &dir, METADATA, small_segments()).unwrap();
     for index in 1..=40 {
@@ -387,16 +387,23 @@ fn segments_roll_at_the_size_limit_and_each_starts_with_metadata_and_hard_state(
         let name = SegmentName::parse(path.file_name().unwrap().to_str().unwrap()).unwrap();
         let data = disk.read(path).unwrap();
         let scan = record::scan(&data, false).unwrap();
-        assert_eq!(scan.records[0].kind, record::RecordType::Metadata);
-        assert_eq!(scan.records[0].payload, METADATA);
-        assert_eq!(scan.records[1].kind, record::RecordType::HardState);
-        let header_hs = HardState::parse_from_bytes(scan.records[1].payload).unwrap();
+        assert_eq!(scan.records[0].kind, record::RecordType::Header);
+        let header = segment::Header::decode(scan.records[0].payload).unwrap();
+        assert_eq!(header.name, name);
+        assert_eq!(header.metadata, METADATA);
+        assert!(scan.records[1..]
+            .iter()
+            .all(|r| r.kind != record::RecordType::Header));
         if let Some(previous) = previous {
             assert_eq!(name.seq, previous.seq + 1);
             // The header repeats the latest HardState written before the roll.
-            assert_eq!(header_hs, latest);
+            assert_eq!(header.hard_state, latest);
+            // And records the length and checksum of the segment before, which is final.
+            let previous_data = disk.read(&dir.join(previous.to_string())).unwrap();
+            assert_eq!(header.previous.bytes, previous_data.len() as u64);
+            assert_eq!(header.previous.checksum, crc32fast::hash(&previous_data));
             // A segment reaches the limit and exceeds it by at most one record.
-            let previous_bytes = disk.read(&dir.join(previous.to_string())).unwrap().len() as u64;
+            let previous_bytes = previous_data.len() as u64;
             assert!(previous_bytes >= small_segments().segment_bytes_max);
             assert!(
                 previous_bytes < small_segments().segment_bytes_max + 100,
@@ -500,9 +507,9 @@ fn torn_tail_mid_record_recovers_the_prefix() {
     let path = last_segment(&*disk, &dir);
     let original = disk.read(&path).unwrap();
     let offsets = record_offsets(&*disk, &path);
-    // Records: metadata, hard state, entries 1..=5, hard state. Cut inside entry 5 (index 6)
-    // at a few places: in its header and in its payload.
-    let (start, end) = (offsets[6] as usize, offsets[7] as usize);
+    // Records: segment header, entries 1..=5, hard state. Cut inside entry 5 (index 5) at a few
+    // places: in its header and in its payload.
+    let (start, end) = (offsets[5] as usize, offsets[6] as usize);
     for cut in [
         start + 1,
         start + record::HEADER_BYTES - 1,
@@ -558,7 +565,7 @@ fn flipped_bit_in_a_middle_record_is_corrupt() {
     let path = last_segment(&*disk, &dir);
     let original = disk.read(&path).unwrap();
     let offsets = record_offsets(&*disk, &path);
-    let entry_3 = offsets[4] as usize;
+    let entry_3 = offsets[3] as usize;
     // The length field in the header, the payload checksum, and the payload.
     for at in [
         entry_3 + 5,
@@ -611,7 +618,7 @@ fn zero_bytes_followed_by_records_are_corrupt() {
     let offsets = record_offsets(&*disk, &path);
     // A sector's worth of zeros over entries 2 and 3, with entries after them intact.
     let mut damaged = original.clone();
-    let (start, end) = (offsets[3] as usize, offsets[5] as usize);
+    let (start, end) = (offsets[2] as usize, offsets[4] as usize);
     damaged[start..end].fill(0);
     rewrite(&*disk, &path, &damaged);
     assert!(
@@ -749,13 +756,51 @@ fn segment_whose_first_index_does_not_continue_the_log_is_corrupt() {
     wal.append(&entries(1..=20, 1), None).unwrap();
     wal.sync().unwrap();
     drop(wal);
+    // A segment started with a well-formed header, chained to the last one, but one index past
+    // where the log ends.
     let path = last_segment(&*disk, &dir);
-    let mut name = SegmentName::parse(path.file_name().unwrap().to_str().unwrap()).unwrap();
-    name.first_index += 1;
-    disk.rename(&path, &dir.join(name.to_string())).unwrap();
+    let last = SegmentName::parse(path.file_name().unwrap().to_str().unwrap()).unwrap();
+    let data = disk.read(&path).unwrap();
+    let header = segment::Header {
+        name: SegmentName {
+            seq: last.seq + 1,
+            first_index: 22,
+        },
+        previous: segment::Previous {
+            bytes: data.len() as u64,
+            checksum: crc32fast::hash(&data),
+        },
+        snapshot: None,
+        hard_state: HardState::default(),
+        metadata: METADATA.to_vec(),
+    };
+    write_segment(&*disk, &dir, &header).unwrap();
     match open_err(&disk, &dir) {
         WalError::Corrupt { reason, .. } => {
             assert!(reason.contains("log before it ends"), "{reason}")
+        }
+        err => panic!("expected corruption, got {err}"),
+    }
+}
+
+#[test]
+fn renamed_segment_is_corrupt() {
+    let (_temp, disk, dir) = fs_setup();
+    let mut wal = Wal::create(disk.clone(), &dir, METADATA, small_segments()).unwrap();
+    wal.append(&entries(1..=20, 1), None).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    let path = last_segment(&*disk, &dir);
+    let mut name = SegmentName::parse(path.file_name().unwrap().to_str().unwrap()).unwrap();
+    name.first_index += 1;
+    let renamed = dir.join(name.to_string());
+    disk.rename(&path, &renamed).unwrap();
+    match open_err(&disk, &dir) {
+        WalError::Corrupt {
+            segment, reason, ..
+        } => {
+            assert_eq!(segment, renamed.display().to_string());
+            assert!(reason.contains("header belongs to segment"), "{reason}")
         }
         err => panic!("expected corruption, got {err}"),
     }
@@ -1030,4 +1075,316 @@ fn a_flipped_bit_in_an_entry_that_is_not_last_is_refused() {
         WalError::Corrupt { reason, .. } => assert!(reason.contains("checksum"), "{reason}"),
         other => panic!("expected corruption, got {other}"),
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Numbers at the top of the range: refused as corruption, never an arithmetic overflow.
+
+/// Appends framed records to a segment, as a writer other than this code (or damage) would.
+fn append_raw(disk: &dyn Disk, path: &Path, records: &[(record::RecordType, Vec<u8>)]) {
+    let mut data = disk.read(path).unwrap();
+    for (kind, payload) in records {
+        record::encode(&mut data, *kind, payload);
+    }
+    rewrite(disk, path, &data);
+}
+
+#[test]
+fn snapshot_marker_at_the_largest_index_is_corrupt_not_an_overflow() {
+    let disk: Arc<dyn Disk> = Arc::new(MemDisk::default());
+    let dir = Path::new("/wal");
+    five_entries(&disk, dir);
+    let path = last_segment(&*disk, dir);
+    let marker_at = disk.read(&path).unwrap().len() as u64;
+    // A marker at u64::MAX leaves no index for the entry after it.
+    append_raw(
+        &*disk,
+        &path,
+        &[
+            (
+                record::RecordType::Snapshot,
+                snapshot_payload(u64::MAX, 1).to_vec(),
+            ),
+            (
+                record::RecordType::Entry,
+                entry(6, 1).write_to_bytes().unwrap(),
+            ),
+        ],
+    );
+    match open_err(&disk, dir) {
+        WalError::Corrupt {
+            segment,
+            offset,
+            reason,
+        } => {
+            assert_eq!(segment, path.display().to_string());
+            assert_eq!(offset, marker_at, "{reason}");
+            assert!(reason.contains("largest index"), "{reason}");
+        }
+        err => panic!("expected corruption, got {err}"),
+    }
+}
+
+#[test]
+fn entry_at_the_largest_index_is_corrupt_not_an_overflow() {
+    let disk: Arc<dyn Disk> = Arc::new(MemDisk::default());
+    let dir = Path::new("/wal");
+    five_entries(&disk, dir);
+    let path = last_segment(&*disk, dir);
+    let entry_at = disk.read(&path).unwrap().len() as u64 + 32;
+    // A leader snapshot just below the top, then the one entry that would end the index space.
+    append_raw(
+        &*disk,
+        &path,
+        &[
+            (
+                record::RecordType::Snapshot,
+                snapshot_payload(u64::MAX - 1, 1).to_vec(),
+            ),
+            (
+                record::RecordType::Entry,
+                entry(u64::MAX, 1).write_to_bytes().unwrap(),
+            ),
+        ],
+    );
+    match open_err(&disk, dir) {
+        WalError::Corrupt {
+            segment,
+            offset,
+            reason,
+        } => {
+            assert_eq!(segment, path.display().to_string());
+            assert_eq!(offset, entry_at, "{reason}");
+            assert!(reason.contains("largest index"), "{reason}");
+        }
+        err => panic!("expected corruption, got {err}"),
+    }
+}
+
+#[test]
+fn segment_sequence_number_at_the_top_is_corrupt_not_an_overflow() {
+    let disk: Arc<dyn Disk> = Arc::new(MemDisk::default());
+    let dir = Path::new("/wal");
+    five_entries(&disk, dir);
+    let path = last_segment(&*disk, dir);
+    let data = disk.read(&path).unwrap();
+    let top = |first_index| {
+        dir.join(
+            SegmentName {
+                seq: u64::MAX,
+                first_index,
+            }
+            .to_string(),
+        )
+    };
+    // Alone, the segment could never roll; followed by another of the same number, the check
+    // that numbers have no gap would overflow.
+    disk.rename(&path, &top(1)).unwrap();
+    for extra in [None, Some(top(6))] {
+        if let Some(extra) = &extra {
+            let mut file = disk.open_append(extra).unwrap();
+            file.append(&data).unwrap();
+            file.sync().unwrap();
+        }
+        match open_err(&disk, dir) {
+            WalError::Corrupt {
+                segment,
+                offset,
+                reason,
+            } => {
+                assert_eq!(segment, top(1).display().to_string());
+                assert_eq!(offset, 0, "{reason}");
+                assert!(reason.contains("sequence number"), "{reason}");
+            }
+            err => panic!("expected corruption, got {err}"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Segment headers and the chain between segments.
+
+/// A WAL whose last segment was started by a roll after a snapshot and a vote, so that its
+/// header carries both. Returns the last segment, its header's length (the file's length when it
+/// got its name) and the HardState.
+fn rolled_with_vote(disk: &Arc<dyn Disk>, dir: &Path) -> (PathBuf, usize, HardState) {
+    let mut wal = Wal::create(disk.clone(), dir, METADATA, small_segments()).unwrap();
+    let hs = hard_state(2, 3, 1);
+    wal.append(&[entry(1, 2)], Some(&hs)).unwrap();
+    wal.record_snapshot(1, 2).unwrap();
+    for index in 2.. {
+        let before = segment_paths(&**disk, dir).len();
+        // A roll happens before the entry's record, which stays buffered until the sync.
+        wal.append(&[entry(index, 2)], None).unwrap();
+        if segment_paths(&**disk, dir).len() > before {
+            let path = last_segment(&**disk, dir);
+            let header_bytes = disk.read(&path).unwrap().len();
+            wal.sync().unwrap();
+            return (path, header_bytes, hs);
+        }
+        wal.sync().unwrap();
+    }
+    unreachable!()
+}
+
+#[test]
+fn last_segment_cut_inside_its_header_is_corrupt_and_the_vote_is_not_forgotten() {
+    let disk: Arc<dyn Disk> = Arc::new(MemDisk::default());
+    let dir = Path::new("/wal");
+    let (path, header_bytes, hs) = rolled_with_vote(&disk, dir);
+    let original = disk.read(&path).unwrap();
+    // A segment gets its name only after its header is synced: no crash leaves it incomplete,
+    // so recovery must not take a cut header for a torn tail and carry on without the vote.
+    for cut in 0..header_bytes {
+        rewrite(&*disk, &path, &original[..cut]);
+        match open_err(&disk, dir) {
+            WalError::Corrupt {
+                segment,
+                offset,
+                reason,
+            } => {
+                assert_eq!(segment, path.display().to_string(), "cut at {cut}");
+                assert_eq!(offset, 0, "cut at {cut}: {reason}");
+                assert!(reason.contains("header"), "cut at {cut}: {reason}");
+            }
+            err => panic!("cut at {cut}: expected corruption, got {err}"),
+        }
+        assert_eq!(disk.read(&path).unwrap(), &original[..cut], "untouched");
+    }
+    // A cut after the header is a torn tail: the entry after it goes, the vote stays.
+    rewrite(&*disk, &path, &original[..header_bytes + 3]);
+    let (_, contents) = reopen(&disk, dir, small_segments());
+    assert_eq!(contents.hard_state, hs);
+    assert_eq!(contents.snapshot, Some((1, 2)));
+    assert_eq!(disk.read(&path).unwrap(), &original[..header_bytes]);
+}
+
+#[test]
+fn sealed_segment_cut_at_a_record_boundary_is_corrupt() {
+    let disk: Arc<dyn Disk> = Arc::new(MemDisk::default());
+    let dir = Path::new("/wal");
+    let mut wal = Wal::create(disk.clone(), dir, METADATA, small_segments()).unwrap();
+    for index in 1..=40 {
+        wal.append(&[entry(index, 1)], None).unwrap();
+        wal.append(&[], Some(&hard_state(1, 1, index - 1))).unwrap();
+        wal.sync().unwrap();
+    }
+    drop(wal);
+    let paths = segment_paths(&*disk, dir);
+    assert!(paths.len() >= 3);
+    let mut ends_with_hard_state = 0;
+    for sealed in &paths[..paths.len() - 1] {
+        let original = disk.read(sealed).unwrap();
+        let scan = record::scan(&original, false).unwrap();
+        if scan.records.last().unwrap().kind == record::RecordType::HardState {
+            ends_with_hard_state += 1;
+        }
+        // Every boundary after the header, down to losing only the final record. When that is
+        // a HardState, the next segment's header repeats it: nothing else shows the loss.
+        for record in &scan.records[1..] {
+            let cut = record.offset as usize;
+            rewrite(&*disk, sealed, &original[..cut]);
+            match open_err(&disk, dir) {
+                WalError::Corrupt {
+                    segment, reason, ..
+                } => {
+                    assert_eq!(segment, sealed.display().to_string(), "cut at {cut}");
+                    assert!(reason.contains("cut short"), "cut at {cut}: {reason}");
+                }
+                err => panic!("cut at {cut}: expected corruption, got {err}"),
+            }
+        }
+        rewrite(&*disk, sealed, &original);
+    }
+    assert!(ends_with_hard_state > 0, "no segment ends with a HardState");
+    reopen(&disk, dir, small_segments());
+}
+
+#[test]
+fn sealed_segment_rewritten_with_valid_records_is_corrupt() {
+    let disk: Arc<dyn Disk> = Arc::new(MemDisk::default());
+    let dir = Path::new("/wal");
+    let mut wal = Wal::create(disk.clone(), dir, METADATA, small_segments()).unwrap();
+    wal.append(&entries(1..=40, 1), None).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    let first = segment_paths(&*disk, dir).remove(0);
+    let data = disk.read(&first).unwrap();
+    let offsets = record_offsets(&*disk, &first);
+    // Entry 2 replaced by another entry 2 of the same size with a good checksum: every record
+    // reads as valid and the log rules hold, only the chain can tell.
+    let (start, end) = (offsets[2] as usize, offsets[3] as usize);
+    let mut forged = entry(2, 1);
+    forged.data = b"entry 2 of term X".to_vec().into();
+    let mut replacement = Vec::new();
+    record::encode(
+        &mut replacement,
+        record::RecordType::Entry,
+        &forged.write_to_bytes().unwrap(),
+    );
+    assert_eq!(replacement.len(), end - start);
+    let mut damaged = data.clone();
+    damaged[start..end].copy_from_slice(&replacement);
+    rewrite(&*disk, &first, &damaged);
+    match open_err(&disk, dir) {
+        WalError::Corrupt {
+            segment, reason, ..
+        } => {
+            assert_eq!(segment, first.display().to_string());
+            assert!(reason.contains("CRC-32"), "{reason}");
+        }
+        err => panic!("expected corruption, got {err}"),
+    }
+}
+
+#[test]
+fn segment_header_that_disagrees_with_the_log_before_it_is_corrupt() {
+    let disk: Arc<dyn Disk> = Arc::new(MemDisk::default());
+    let dir = Path::new("/wal");
+    let mut wal = Wal::create(disk.clone(), dir, METADATA, WalOptions::default()).unwrap();
+    wal.append(&entries(1..=5, 2), Some(&hard_state(2, 3, 4)))
+        .unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    let path = last_segment(&*disk, dir);
+    let data = disk.read(&path).unwrap();
+    // A next segment, chained correctly, whose header would hand the vote in term 2 to member 1:
+    // taken at its word, it would make this member vote twice in one term.
+    let header = segment::Header {
+        name: SegmentName {
+            seq: 1,
+            first_index: 6,
+        },
+        previous: segment::Previous {
+            bytes: data.len() as u64,
+            checksum: crc32fast::hash(&data),
+        },
+        snapshot: None,
+        hard_state: hard_state(2, 1, 4),
+        metadata: METADATA.to_vec(),
+    };
+    write_segment(&*disk, dir, &header).unwrap();
+    let next = last_segment(&*disk, dir);
+    match open_err(&disk, dir) {
+        WalError::Corrupt {
+            segment,
+            offset,
+            reason,
+        } => {
+            assert_eq!(segment, next.display().to_string());
+            assert_eq!(offset, 0, "{reason}");
+            assert!(reason.contains("the log before it"), "{reason}");
+        }
+        err => panic!("expected corruption, got {err}"),
+    }
+    // With the HardState the log really had, the same segment opens.
+    disk.remove(&next).unwrap();
+    let header = segment::Header {
+        hard_state: hard_state(2, 3, 4),
+        ..header
+    };
+    write_segment(&*disk, dir, &header).unwrap();
+    let (_, contents) = reopen(&disk, dir, WalOptions::default());
+    assert_eq!(contents.hard_state, hard_state(2, 3, 4));
+    assert_eq!(contents.entries, entries(1..=5, 2));
 }
