@@ -18,9 +18,13 @@ mod disk;
 #[cfg_attr(not(madsim), allow(dead_code))]
 mod history;
 #[cfg(madsim)]
+mod leases;
+#[cfg(madsim)]
 mod nemesis;
 #[cfg(madsim)]
 mod sim;
+#[cfg(madsim)]
+mod watcher;
 #[cfg(madsim)]
 mod workload;
 #[cfg(madsim)]

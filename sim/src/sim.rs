@@ -17,7 +17,10 @@ use tokio::sync::watch;
 use crate::checker;
 use crate::clock::{SimClock, Skew};
 use crate::disk::SimDisk;
+use crate::history::{MemberOp, WatchLog};
+use crate::leases::LeaseHistory;
 use crate::nemesis::{Fault, Scheduled, Swarm};
+use crate::watcher::WatchControl;
 use crate::workload::{self, Endpoint, History, Op, OpKind, OpResult, Outcome, WorkloadConfig};
 use crate::world::{Observed, SimTransport, World, FNV_OFFSET};
 
@@ -720,6 +723,87 @@ async fn control_main(
             stop.clone(),
         )));
     }
+    // Watches, leases and membership changes, drawn per seed from their own stream so that the
+    // draws above (and so the KV workload of every seed) stay as they were.
+    let mut xrng = SplitMix64::new(opts.seed ^ 0x5752_4b4c_4f41_4400);
+    let extras = Extras::draw(&mut xrng, wcfg.keys);
+    world.event(
+        "workload",
+        format!(
+            "\"clients\":{clients},\"keys\":{},\"watches\":{},\"lease_clients\":{},\"membership\":{}",
+            wcfg.keys,
+            serde_json::Value::String(format!("{:?}", extras.watches)),
+            extras.lease_clients,
+            extras.membership
+        ),
+    );
+    report.lock().expect("report lock").swarm.push_str(&format!(
+        "; {} KV clients over {} keys, watches {:?}, {} lease clients, membership cycle: {}",
+        clients, wcfg.keys, extras.watches, extras.lease_clients, extras.membership
+    ));
+    let watch_control = Arc::new(WatchControl::default());
+    let mut watch_logs = Vec::new();
+    let mut watch_tasks = Vec::new();
+    for (w, (key, range_end, start)) in extras.watches.iter().enumerate() {
+        let host = handle
+            .create_node()
+            .name(format!("watcher{w}"))
+            .ip(IpAddr::V4(Ipv4Addr::new(10, 0, 3, w as u8 + 1)))
+            .build();
+        let log = Arc::new(Mutex::new(WatchLog {
+            watcher: w,
+            key: key.clone(),
+            range_end: range_end.clone(),
+            segments: Vec::new(),
+        }));
+        watch_logs.push(log.clone());
+        watch_tasks.push(host.spawn(crate::watcher::watcher(
+            world.clone(),
+            endpoints.clone(),
+            log,
+            *start,
+            opts.seed ^ 0x7761_7463_6800 ^ ((w as u64 + 1) << 40),
+            watch_control.clone(),
+        )));
+    }
+    let lease_history = Arc::new(LeaseHistory::default());
+    for c in 0..extras.lease_clients {
+        let host = handle
+            .create_node()
+            .name(format!("leaser{c}"))
+            .ip(IpAddr::V4(Ipv4Addr::new(10, 0, 4, c as u8 + 1)))
+            .build();
+        client_tasks.push(host.spawn(crate::leases::client(
+            world.clone(),
+            lease_history.clone(),
+            endpoints.clone(),
+            c,
+            opts.seed ^ 0x6c65_6173_6500 ^ ((c as u64 + 1) << 40),
+            wcfg.timeout,
+            stop.clone(),
+        )));
+    }
+    let member_log: Arc<Mutex<Vec<MemberOp>>> = Arc::default();
+    let member_abort = Arc::new(AtomicBool::new(false));
+    let member_done = Arc::new(AtomicBool::new(false));
+    let membership = extras.membership.then(|| {
+        let delay = Duration::from_millis(xrng.range(0, chaos.as_millis() as u64 / 2 + 1));
+        let fut = membership_cycle(
+            ctx.clone(),
+            endpoints.clone(),
+            ctx.slots[0].cfg.cluster_id,
+            opts.seed ^ 0x6d65_6d62_6572,
+            delay,
+            member_log.clone(),
+            member_abort.clone(),
+        );
+        let done = member_done.clone();
+        madsim::task::spawn(async move {
+            let ok = fut.await;
+            done.store(true, Ordering::Relaxed);
+            ok
+        })
+    });
     let faults: Vec<_> = schedule
         .iter()
         .cloned()
@@ -753,6 +837,21 @@ async fn control_main(
         }
     }
     let live = |ctx: &Ctx| -> Vec<usize> { (0..n).filter(|i| ctx.slots[*i].st().up).collect() };
+    // A membership cycle still running finishes now, so the cluster is back to its nominal size.
+    let mut membership_ok = true;
+    if let Some(task) = membership {
+        wait_for(&world, MEMBERSHIP_AFTER_HEAL_MAX, || {
+            member_done.load(Ordering::Relaxed)
+        })
+        .await;
+        member_abort.store(true, Ordering::Relaxed);
+        membership_ok = task.await.unwrap_or(false);
+        if !membership_ok {
+            world.fail(format!(
+                "membership: the add-learner/promote/remove cycle did not complete within {MEMBERSHIP_AFTER_HEAL_MAX:?} after healing"
+            ));
+        }
+    }
 
     let mut converged = true;
     if !wait_for(&world, HEAL_LEADER_MAX, || world.leader().is_some()).await {
@@ -849,6 +948,188 @@ async fn control_main(
     }
     let ops: Vec<Op> = history.finish();
 
+    // Leases: once nobody keeps them alive, every leased key goes, on every member.
+    let mut extra_failures = Vec::new();
+    if converged && extras.lease_clients > 0 {
+        let start = world.now();
+        let mut left = None;
+        let mut k = 0;
+        while world.now() - start < LEASE_EXPIRY_MAX {
+            k += 1;
+            left = leased_keys(&endpoints[k % endpoints.len()].url, true).await;
+            if left.as_ref().is_some_and(|l| l.is_empty()) {
+                break;
+            }
+            madsim::time::sleep(Duration::from_millis(500)).await;
+        }
+        if !left.as_ref().is_some_and(|l| l.is_empty()) {
+            extra_failures.push(format!(
+                "lease: leased keys still present {LEASE_EXPIRY_MAX:?} after the workload stopped: {left:?}"
+            ));
+        } else {
+            // Every live member applies the expiries too.
+            let start = world.now();
+            let mut last = Vec::new();
+            while world.now() - start < HEAL_CONVERGE_MAX {
+                last.clear();
+                for i in live(&ctx) {
+                    let l = leased_keys(&endpoints[i].url, false).await;
+                    if !l.as_ref().is_some_and(|l| l.is_empty()) {
+                        last.push(format!("{}: {l:?}", ctx.slots[i].name));
+                    }
+                }
+                if last.is_empty() {
+                    break;
+                }
+                madsim::time::sleep(Duration::from_millis(200)).await;
+            }
+            if !last.is_empty() {
+                extra_failures.push(format!(
+                    "lease: expired leases' keys still on members: {}",
+                    last.join("; ")
+                ));
+            }
+        }
+    }
+    // Membership: every live member lists the original members, all voters (a completed cycle
+    // added and removed the extra member).
+    if converged && membership_ok {
+        let expected: Vec<(u64, bool)> = ctx.slots.iter().map(|s| (s.member, false)).collect();
+        let lists = member_lists(&ctx, &live(&ctx)).await;
+        extra_failures.extend(
+            checker::check_members(&lists, &expected)
+                .into_iter()
+                .map(|v| format!("membership: {v}")),
+        );
+    }
+    // Watches: every watcher catches up with the converged revision, then one reference watch
+    // from revision 1 reads the whole committed history to judge them by.
+    let mut watch_logs_done: Vec<WatchLog> = Vec::new();
+    if !watch_tasks.is_empty() {
+        if let Some((rev, _)) = &final_snapshot {
+            watch_control.target.store(*rev, Ordering::Relaxed);
+            let start = world.now();
+            while world.now() - start < WATCH_CATCH_UP_MAX
+                && watch_logs.iter().any(|l| {
+                    let l = l.lock().expect("watch log");
+                    l.segments.last().map_or(0, |s| s.covered_to()) < *rev
+                })
+            {
+                madsim::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        watch_control.give_up.store(true, Ordering::Relaxed);
+        for t in watch_tasks {
+            let _ = t.await;
+        }
+        watch_logs_done = watch_logs
+            .iter()
+            .map(|l| l.lock().expect("watch log").clone())
+            .collect();
+        if let Some((rev, kvs)) = &final_snapshot {
+            for l in &watch_logs_done {
+                let covered = l.segments.last().map_or(0, |s| s.covered_to());
+                if covered < *rev {
+                    extra_failures.push(format!(
+                        "watch: watcher {} delivered only up to revision {covered}, not the converged {rev}, {WATCH_CATCH_UP_MAX:?} after healing ({} streams)",
+                        l.watcher,
+                        l.segments.len()
+                    ));
+                }
+            }
+            let upto = watch_logs_done
+                .iter()
+                .flat_map(|l| l.segments.iter().map(|s| s.delivered_to()))
+                .max()
+                .unwrap_or(0)
+                .max(*rev);
+            let reference_log = Arc::new(Mutex::new(WatchLog {
+                watcher: usize::MAX,
+                key: "\0".into(),
+                range_end: "\0".into(),
+                segments: Vec::new(),
+            }));
+            let control = Arc::new(WatchControl::default());
+            control.target.store(upto, Ordering::Relaxed);
+            let host = handle
+                .create_node()
+                .name("reference-watch")
+                .ip(IpAddr::V4(Ipv4Addr::new(10, 0, 3, 200)))
+                .build();
+            let task = host.spawn(crate::watcher::watcher(
+                world.clone(),
+                endpoints.clone(),
+                reference_log.clone(),
+                1,
+                opts.seed ^ 0x7265_6600,
+                control.clone(),
+            ));
+            wait_for(&world, WATCH_CATCH_UP_MAX, || {
+                reference_log
+                    .lock()
+                    .expect("watch log")
+                    .segments
+                    .last()
+                    .map_or(0, |s| s.covered_to())
+                    >= upto
+            })
+            .await;
+            control.give_up.store(true, Ordering::Relaxed);
+            let _ = task.await;
+            let reference_log = reference_log.lock().expect("watch log").clone();
+            let reference_hi = reference_log.segments.last().map_or(0, |s| s.covered_to());
+            // The reference is a watch like the others: judge its own order and continuity
+            // against itself, then against the acknowledged writes and the converged keyspace.
+            let reference: Vec<_> = reference_log
+                .segments
+                .iter()
+                .flat_map(|s| s.events.iter().cloned())
+                .collect();
+            if reference_hi < upto {
+                extra_failures.push(format!(
+                    "watch: the reference watch from revision 1 covered only up to {reference_hi}, not {upto}"
+                ));
+            }
+            let lease_ops = lease_history.finish();
+            let fin: Vec<(String, String, i64, i64, i64)> = kvs
+                .iter()
+                .map(|(k, v, c, m, ver)| {
+                    (
+                        String::from_utf8_lossy(k).into_owned(),
+                        String::from_utf8_lossy(v).into_owned(),
+                        *c,
+                        *m,
+                        *ver,
+                    )
+                })
+                .collect();
+            let mut v = checker::check_watches(
+                std::slice::from_ref(&reference_log),
+                &reference,
+                reference_hi,
+            );
+            v.extend(checker::check_reference(
+                &reference,
+                reference_hi,
+                &ops,
+                &lease_ops,
+                Some((*rev, &fin)),
+            ));
+            v.extend(checker::check_watches(
+                &watch_logs_done,
+                &reference,
+                reference_hi,
+            ));
+            extra_failures.extend(v.into_iter().map(|m| format!("watch: {m}")));
+        }
+    }
+    let lease_ops = lease_history.finish();
+    extra_failures.extend(
+        checker::check_leases(&lease_ops)
+            .into_iter()
+            .map(|v| format!("lease: {v}")),
+    );
+
     // Judge.
     let mut failures = Vec::new();
     {
@@ -865,6 +1146,7 @@ async fn control_main(
         }
         failures.extend(g.failures.iter().cloned());
     }
+    failures.extend(extra_failures);
     let verdict = checker::check(&ops);
     failures.extend(
         verdict
@@ -883,15 +1165,361 @@ async fn control_main(
     for op in &ops {
         hash = crate::world::fnv(hash, format!("{op:?}").as_bytes());
     }
+    for op in &lease_ops {
+        hash = crate::world::fnv(hash, format!("{op:?}").as_bytes());
+    }
+    for l in &watch_logs_done {
+        hash = crate::world::fnv(hash, format!("{l:?}").as_bytes());
+    }
+    for op in member_log.lock().expect("member log").iter() {
+        hash = crate::world::fnv(hash, format!("{op:?}").as_bytes());
+    }
     let g = world.lock();
     hash = crate::world::fnv(hash, &g.hash.to_le_bytes());
     let mut r = report.lock().expect("report lock");
     r.failures = failures;
     r.inconclusive = verdict.inconclusive;
     r.hash = hash;
-    r.ops = ops.len();
+    r.ops = ops.len() + lease_ops.len();
     r.sim_time = world.now();
     if opts.trace {
         r.trace = g.trace.clone();
     }
+}
+
+/// The workload parts drawn per seed on top of the KV clients (swarm style: each seed has some,
+/// so the other checkers keep their power on seeds without them).
+#[derive(Debug, Clone)]
+struct Extras {
+    /// Per watcher: key, range_end, start revision (0: from now).
+    watches: Vec<(String, String, i64)>,
+    lease_clients: usize,
+    /// Add a learner, promote it, remove it, while the faults run.
+    membership: bool,
+}
+
+impl Extras {
+    fn draw(rng: &mut SplitMix64, keys: usize) -> Extras {
+        let watchers = if rng.range(0, 3) == 0 {
+            0
+        } else {
+            rng.range(1, 4) as usize
+        };
+        let mut watches = Vec::new();
+        for _ in 0..watchers {
+            let (key, range_end) = match rng.range(0, 3) {
+                0 => ("\0".to_string(), "\0".to_string()),
+                1 => ("k".to_string(), "l".to_string()),
+                _ => (format!("k{}", rng.range(0, keys as u64)), String::new()),
+            };
+            let start = match rng.range(0, 3) {
+                0 => 0,
+                1 => 1,
+                _ => rng.range(1, 40) as i64,
+            };
+            watches.push((key, range_end, start));
+        }
+        let lease_clients = if rng.range(0, 2) == 0 {
+            0
+        } else {
+            rng.range(1, 3) as usize
+        };
+        let membership = rng.range(0, 3) == 0;
+        Extras {
+            watches,
+            lease_clients,
+            membership,
+        }
+    }
+}
+
+/// How long the heal phase waits for an unfinished membership cycle, the watchers and the leases.
+const MEMBERSHIP_AFTER_HEAL_MAX: Duration = Duration::from_secs(60);
+const WATCH_CATCH_UP_MAX: Duration = Duration::from_secs(20);
+const LEASE_EXPIRY_MAX: Duration = Duration::from_secs(30);
+
+/// Records a membership call in the trace and the membership log.
+fn member_op(world: &World, log: &Mutex<Vec<MemberOp>>, op: MemberOp) {
+    world.event(
+        "member_change",
+        format!(
+            "\"what\":\"{}\",\"member\":\"{:x}\",\"node\":\"{}\",\"result\":{}",
+            op.what,
+            op.member,
+            op.node,
+            serde_json::Value::String(op.result.clone())
+        ),
+    );
+    log.lock().expect("member log").push(op);
+}
+
+/// One Cluster call with a deadline: Ok(members as (id, learner, name, peer urls)) or the error.
+async fn cluster_call(
+    url: &str,
+    what: &str,
+    spare_url: &str,
+    id: u64,
+) -> Result<Vec<(u64, bool, String, Vec<String>)>, String> {
+    use cairn::proto::etcdserverpb::cluster_client::ClusterClient;
+    use cairn::proto::etcdserverpb::{
+        MemberAddRequest, MemberListRequest, MemberPromoteRequest, MemberRemoveRequest,
+    };
+    let fut = async {
+        let mut c = ClusterClient::connect(url.to_string())
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let members = match what {
+            "add-learner" => c
+                .member_add(MemberAddRequest {
+                    peer_ur_ls: vec![spare_url.to_string()],
+                    is_learner: true,
+                })
+                .await
+                .map(|r| r.into_inner().members),
+            "promote" => c
+                .member_promote(MemberPromoteRequest { id })
+                .await
+                .map(|r| r.into_inner().members),
+            "remove" => c
+                .member_remove(MemberRemoveRequest { id })
+                .await
+                .map(|r| r.into_inner().members),
+            _ => c
+                .member_list(MemberListRequest {
+                    linearizable: what == "list-linearizable",
+                })
+                .await
+                .map(|r| r.into_inner().members),
+        }
+        .map_err(|s| s.message().to_string())?;
+        Ok(members
+            .into_iter()
+            .map(|m| (m.id, m.is_learner, m.name, m.peer_ur_ls))
+            .collect())
+    };
+    madsim::time::timeout(Duration::from_secs(3), fut)
+        .await
+        .unwrap_or_else(|_| Err("client timeout".into()))
+}
+
+/// Adds a fresh member as a learner, starts it with an empty disk joining the running cluster,
+/// promotes it, and removes it again, all while the nemesis runs; each step is retried until it
+/// is acknowledged (a retry after an unknown outcome may learn that the step already happened).
+/// Returns true when the whole cycle was acknowledged, so the membership is the original one.
+#[allow(clippy::too_many_arguments)]
+async fn membership_cycle(
+    ctx: Arc<Ctx>,
+    endpoints: Vec<Endpoint>,
+    cluster_id: u64,
+    seed: u64,
+    delay: Duration,
+    log: Arc<Mutex<Vec<MemberOp>>>,
+    abort: Arc<AtomicBool>,
+) -> bool {
+    let world = ctx.world.clone();
+    let mut rng = SplitMix64::new(seed);
+    madsim::time::sleep(delay).await;
+    let n = ctx.slots.len();
+    let ip = Ipv4Addr::new(10, 0, 0, n as u8 + 1);
+    let spare_url = format!("http://{ip}:2380");
+    let name = format!("n{}", n + 1);
+    let step = |what: &'static str, id: u64, rng: &mut SplitMix64| {
+        let ep = endpoints[rng.range(0, endpoints.len() as u64) as usize].clone();
+        let world = world.clone();
+        let log = log.clone();
+        let spare_url = spare_url.clone();
+        async move {
+            let invoke_ns = world.now().as_nanos() as u64;
+            let r = cluster_call(&ep.url, what, &spare_url, id).await;
+            member_op(
+                &world,
+                &log,
+                MemberOp {
+                    what: what.to_string(),
+                    member: id,
+                    node: ep.name.clone(),
+                    invoke_ns,
+                    complete_ns: world.now().as_nanos() as u64,
+                    result: match &r {
+                        Ok(_) => "ok".into(),
+                        Err(e) => e.clone(),
+                    },
+                },
+            );
+            r
+        }
+    };
+    // Add as a learner; after an unknown outcome the URL may already be there.
+    let mut members = None;
+    while members.is_none() {
+        if abort.load(Ordering::Relaxed) {
+            return false;
+        }
+        match step("add-learner", 0, &mut rng).await {
+            Ok(m) => members = Some(m),
+            Err(e) if e.contains("Peer URLs already exists") => {
+                if let Ok(m) = step("list-linearizable", 0, &mut rng).await {
+                    members = Some(m);
+                }
+            }
+            Err(_) => madsim::time::sleep(Duration::from_millis(300)).await,
+        }
+    }
+    let members = members.expect("added");
+    let Some(spare) = members
+        .iter()
+        .find(|m| m.3 == [spare_url.clone()])
+        .map(|m| m.0)
+    else {
+        world.fail(format!(
+            "membership: {spare_url} was added but is not in the member list {members:?}"
+        ));
+        return false;
+    };
+    // Start it: an empty disk, joining the running cluster.
+    let mut initial: Vec<InitialMember> = members
+        .iter()
+        .map(|(id, _, name, urls)| InitialMember {
+            id: *id,
+            name: if *id == spare {
+                String::new()
+            } else {
+                name.clone()
+            },
+            peer_urls: urls.clone(),
+        })
+        .collect();
+    for m in &mut initial {
+        if m.id == spare {
+            m.name = name.clone();
+        }
+    }
+    let base = ctx.slots[0]
+        .cfg
+        .data_dir
+        .parent()
+        .map(|p| p.to_path_buf())
+        .unwrap_or_default();
+    let mut cfg = ctx.slots[0].cfg.clone();
+    cfg.name = name.clone();
+    cfg.data_dir = base.join(&name);
+    cfg.member_id = spare;
+    cfg.cluster_id = cluster_id;
+    cfg.initial_cluster = initial;
+    cfg.client_urls = vec![format!("http://{ip}:{CLIENT_PORT}")];
+    cfg.join_existing = true;
+    let slot = Slot {
+        name: name.clone(),
+        member: spare,
+        ip,
+        disk: SimDisk::new(),
+        skew: Skew::new(Duration::from_millis(rng.range(0, 2000)), 1_000_000),
+        cfg,
+        madsim_id: Mutex::new(None),
+        state: Mutex::new(SlotState::default()),
+    };
+    let spare_ctx = Arc::new(Ctx {
+        seed: ctx.seed ^ 0x5350_4152_4500,
+        world: world.clone(),
+        slots: vec![slot],
+        rng: Mutex::new(SplitMix64::new(seed ^ 0xd15c)),
+    });
+    let c = spare_ctx.clone();
+    let node = madsim::runtime::Handle::current()
+        .create_node()
+        .name(name.clone())
+        .ip(IpAddr::V4(ip))
+        .init(move || member_main(c.clone(), 0))
+        .build();
+    *spare_ctx.slots[0].madsim_id.lock().expect("slot lock") = Some(node.id());
+    world.event(
+        "member_join",
+        format!("\"node\":\"{name}\",\"member\":\"{spare:x}\""),
+    );
+    // Promote once it has caught up (the leader refuses until then).
+    madsim::time::sleep(Duration::from_millis(rng.range(500, 4000))).await;
+    loop {
+        if abort.load(Ordering::Relaxed) {
+            return false;
+        }
+        match step("promote", spare, &mut rng).await {
+            Ok(_) => break,
+            Err(e) if e.contains("can only promote a learner member") && !e.contains("in sync") => {
+                break
+            }
+            Err(_) => madsim::time::sleep(Duration::from_millis(300)).await,
+        }
+    }
+    // Remove it again: the cluster goes back to its nominal size.
+    madsim::time::sleep(Duration::from_millis(rng.range(500, 4000))).await;
+    spare_ctx.slots[0].st().expect_stop = true;
+    loop {
+        if abort.load(Ordering::Relaxed) {
+            return false;
+        }
+        match step("remove", spare, &mut rng).await {
+            Ok(_) => break,
+            Err(e) if e.contains("member not found") => break,
+            Err(_) => madsim::time::sleep(Duration::from_millis(300)).await,
+        }
+    }
+    // A removed member stops (it may not have learned it was removed: stop it, as etcd's peers
+    // would by refusing its messages).
+    if spare_ctx.slots[0].st().up {
+        kill(&spare_ctx, 0, false);
+    }
+    world.event(
+        "member_removed",
+        format!("\"node\":\"{name}\",\"member\":\"{spare:x}\""),
+    );
+    true
+}
+
+/// Every live member's member list: (name, [(id, learner)]).
+async fn member_lists(ctx: &Ctx, live: &[usize]) -> Vec<(String, Vec<(u64, bool)>)> {
+    let mut out = Vec::new();
+    for i in live {
+        let url = format!("http://{}:{CLIENT_PORT}", ctx.slots[*i].ip);
+        let list = match cluster_call(&url, "list", "", 0).await {
+            Ok(m) => m.into_iter().map(|(id, l, _, _)| (id, l)).collect(),
+            Err(e) => {
+                ctx.world.fail(format!(
+                    "{}: member list failed after healing: {e}",
+                    ctx.slots[*i].name
+                ));
+                continue;
+            }
+        };
+        out.push((ctx.slots[*i].name.clone(), list));
+    }
+    out
+}
+
+/// Counts the leased keys a member holds (serializable: its own state) or the cluster holds
+/// (linearizable).
+async fn leased_keys(url: &str, linearizable: bool) -> Option<Vec<String>> {
+    let fut = async {
+        let mut c = KvClient::connect(url.to_string()).await.ok()?;
+        let r = c
+            .range(RangeRequest {
+                key: crate::leases::LEASED_PREFIX.as_bytes().to_vec(),
+                range_end: vec![crate::leases::LEASED_PREFIX.as_bytes()[0] + 1],
+                serializable: !linearizable,
+                keys_only: true,
+                ..Default::default()
+            })
+            .await
+            .ok()?
+            .into_inner();
+        Some(
+            r.kvs
+                .iter()
+                .map(|kv| String::from_utf8_lossy(&kv.key).into_owned())
+                .collect(),
+        )
+    };
+    madsim::time::timeout(Duration::from_secs(2), fut)
+        .await
+        .ok()
+        .flatten()
 }
