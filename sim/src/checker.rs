@@ -19,8 +19,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use crate::history::{
-    LeaseOp, LeaseOpKind, LeaseOutcome, LeaseResult, Op, OpKind, OpResult, Outcome, SegmentEnd,
-    WatchEvent, WatchLog,
+    LeaseOp, LeaseOpKind, LeaseOutcome, LeaseResult, MemberOp, Op, OpKind, OpResult, Outcome,
+    SegmentEnd, WatchEvent, WatchLog,
 };
 
 /// Model states explored per key before the search gives up as inconclusive.
@@ -830,6 +830,31 @@ pub fn check_members(
     out
 }
 
+/// Membership answers: etcd answers a change with the member list after it. An acknowledged
+/// add-learner lists exactly one learner (the workload adds one at a time), an acknowledged
+/// promote lists the member as a voter, an acknowledged remove no longer lists it.
+pub fn check_member_ops(ops: &[MemberOp]) -> Vec<String> {
+    let mut out = Vec::new();
+    for op in ops.iter().filter(|o| o.result == "ok") {
+        let ok = match op.what.as_str() {
+            "add-learner" => op.members.iter().filter(|(_, l)| *l).count() == 1,
+            "promote" => op.members.contains(&(op.member, false)),
+            "remove" => op.members.iter().all(|(id, _)| *id != op.member),
+            _ => true,
+        };
+        if !ok {
+            out.push(format!(
+                "{} of {:x} on {} acknowledged with member list {}",
+                op.what,
+                op.member,
+                op.node,
+                fmt_members(&op.members)
+            ));
+        }
+    }
+    out
+}
+
 fn fmt_members(m: &[(u64, bool)]) -> String {
     let parts: Vec<String> = m
         .iter()
@@ -1299,6 +1324,36 @@ mod tests {
         assert!(
             v.iter().any(|m| m.contains("revoked lease succeeded")),
             "{v:?}"
+        );
+    }
+
+    #[test]
+    fn a_membership_answer_must_carry_the_list_after_the_change() {
+        let mop = |what: &str, members: Vec<(u64, bool)>| MemberOp {
+            what: what.into(),
+            member: 9,
+            node: "n1".into(),
+            invoke_ns: 0,
+            complete_ns: 1,
+            result: "ok".into(),
+            members,
+        };
+        let good = vec![
+            mop("add-learner", vec![(1, false), (9, true)]),
+            mop("promote", vec![(1, false), (9, false)]),
+            mop("remove", vec![(1, false)]),
+        ];
+        assert!(check_member_ops(&good).is_empty());
+        let bad = vec![
+            mop("add-learner", vec![(1, false)]),
+            mop("promote", vec![(1, false), (9, true)]),
+            mop("remove", vec![(1, false), (9, false)]),
+        ];
+        assert_eq!(
+            check_member_ops(&bad).len(),
+            3,
+            "{:?}",
+            check_member_ops(&bad)
         );
     }
 

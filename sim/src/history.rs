@@ -217,4 +217,6 @@ pub struct MemberOp {
     pub complete_ns: u64,
     /// "ok", or the error.
     pub result: String,
+    /// The member list the answer carried: (id, learner).
+    pub members: Vec<(u64, bool)>,
 }

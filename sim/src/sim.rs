@@ -991,8 +991,14 @@ async fn control_main(
             }
         }
     }
-    // Membership: every live member lists the original members, all voters (a completed cycle
-    // added and removed the extra member).
+    // Membership: every answer to a change carries the list after the change, and every live
+    // member lists the original members, all voters (a completed cycle added and removed the
+    // extra member).
+    extra_failures.extend(
+        checker::check_member_ops(&member_log.lock().expect("member log"))
+            .into_iter()
+            .map(|v| format!("membership: {v}")),
+    );
     if converged && membership_ok {
         let expected: Vec<(u64, bool)> = ctx.slots.iter().map(|s| (s.member, false)).collect();
         let lists = member_lists(&ctx, &live(&ctx)).await;
@@ -1243,11 +1249,12 @@ fn member_op(world: &World, log: &Mutex<Vec<MemberOp>>, op: MemberOp) {
     world.event(
         "member_change",
         format!(
-            "\"what\":\"{}\",\"member\":\"{:x}\",\"node\":\"{}\",\"result\":{}",
+            "\"what\":\"{}\",\"member\":\"{:x}\",\"node\":\"{}\",\"result\":{},\"members\":\"{:x?}\"",
             op.what,
             op.member,
             op.node,
-            serde_json::Value::String(op.result.clone())
+            serde_json::Value::String(op.result.clone()),
+            op.members
         ),
     );
     log.lock().expect("member log").push(op);
@@ -1343,6 +1350,10 @@ async fn membership_cycle(
                     result: match &r {
                         Ok(_) => "ok".into(),
                         Err(e) => e.clone(),
+                    },
+                    members: match &r {
+                        Ok(m) => m.iter().map(|(id, l, _, _)| (*id, *l)).collect(),
+                        Err(_) => Vec::new(),
                     },
                 },
             );
