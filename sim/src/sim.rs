@@ -724,7 +724,7 @@ async fn control_main(
         )));
     }
     // Watches, leases and membership changes, drawn per seed from their own stream so that the
-    // draws above (and so the KV workload of every seed) stay as they were.
+    // draws above (the KV workload's parameters and the fault schedule) stay as they were.
     let mut xrng = SplitMix64::new(opts.seed ^ 0x5752_4b4c_4f41_4400);
     let extras = Extras::draw(&mut xrng, wcfg.keys);
     world.event(
