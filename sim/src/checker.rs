@@ -640,7 +640,7 @@ pub fn check_reference(
     reference_hi: i64,
     history: &[Op],
     leases: &[LeaseOp],
-    final_state: Option<(i64, &[(String, String, i64, i64, i64)])>,
+    final_state: Option<(i64, &[FinalKv])>,
 ) -> Vec<String> {
     let mut out = Vec::new();
     let by_rev_key: BTreeMap<(i64, &str), &WatchEvent> = reference
@@ -729,6 +729,9 @@ pub fn check_reference(
     }
     out
 }
+
+/// A key of the converged keyspace: key, value, create revision, mod revision, version.
+pub type FinalKv = (String, String, i64, i64, i64);
 
 /// Lease safety, as etcd guarantees it whatever the clocks do: once a revoke was acknowledged,
 /// a linearizable read that starts later does not see the lease's keys, and a put attached to the
@@ -1163,7 +1166,7 @@ mod tests {
         assert!(v.iter().any(|m| m.contains("unwatched")), "{v:?}");
     }
 
-    fn final_kvs() -> Vec<(String, String, i64, i64, i64)> {
+    fn final_kvs() -> Vec<FinalKv> {
         // a was created at 2 and written three times.
         vec![("a".into(), "5".into(), 2, 6, 3)]
     }

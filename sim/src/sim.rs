@@ -1097,7 +1097,7 @@ async fn control_main(
                 ));
             }
             let lease_ops = lease_history.finish();
-            let fin: Vec<(String, String, i64, i64, i64)> = kvs
+            let fin: Vec<checker::FinalKv> = kvs
                 .iter()
                 .map(|(k, v, c, m, ver)| {
                     (
