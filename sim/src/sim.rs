@@ -1447,6 +1447,56 @@ async fn membership_cycle(
         "member_join",
         format!("\"node\":\"{name}\",\"member\":\"{spare:x}\""),
     );
+    // The nemesis's schedule covers the nominal members only; the new member gets a fault of
+    // its own while it is in the cluster: a crash (maybe tearing its WAL tail) and restart from
+    // its own disk, or an isolation from every other member.
+    let removed = Arc::new(AtomicBool::new(false));
+    let spare_fault = {
+        let spare_ctx = spare_ctx.clone();
+        let removed = removed.clone();
+        let world = world.clone();
+        let others: Vec<u64> = ctx.slots.iter().map(|s| s.member).collect();
+        let kind = rng.range(0, 3);
+        let at = Duration::from_millis(rng.range(0, 5000));
+        let dur = Duration::from_millis(rng.range(200, 3000));
+        let torn = rng.range(0, 2) == 0;
+        madsim::task::spawn(async move {
+            madsim::time::sleep(at).await;
+            if removed.load(Ordering::Relaxed) {
+                return;
+            }
+            match kind {
+                0 => {
+                    world.event(
+                        "spare_fault",
+                        format!(
+                            "\"fault\":\"kill\",\"torn\":{torn},\"ms\":{}",
+                            dur.as_millis()
+                        ),
+                    );
+                    kill(&spare_ctx, 0, torn);
+                    madsim::time::sleep(dur).await;
+                    if !removed.load(Ordering::Relaxed) {
+                        restart(&spare_ctx, 0);
+                    }
+                }
+                1 => {
+                    world.event(
+                        "spare_fault",
+                        format!("\"fault\":\"isolate\",\"ms\":{}", dur.as_millis()),
+                    );
+                    let links: Vec<(u64, u64)> = others
+                        .iter()
+                        .flat_map(|o| [(spare, *o), (*o, spare)])
+                        .collect();
+                    world.block(&links);
+                    madsim::time::sleep(dur).await;
+                    world.unblock(&links);
+                }
+                _ => {}
+            }
+        })
+    };
     // Promote once it has caught up (the leader refuses until then).
     madsim::time::sleep(Duration::from_millis(rng.range(500, 4000))).await;
     loop {
@@ -1476,6 +1526,8 @@ async fn membership_cycle(
     }
     // A removed member stops (it may not have learned it was removed: stop it, as etcd's peers
     // would by refusing its messages).
+    removed.store(true, Ordering::Relaxed);
+    let _ = spare_fault.await;
     if spare_ctx.slots[0].st().up {
         kill(&spare_ctx, 0, false);
     }
