@@ -534,10 +534,12 @@ pub type Seen2 = Option<(String, i64)>;
 /// stream broke, the next one started right after what the last one covered (etcd's clients
 /// resume from the last revision + 1), unless compaction cancelled it. `reference` is the whole
 /// committed history, read by a watch from revision 1 once the cluster healed, complete up to
-/// `reference_hi`; events above it are only checked for order.
+/// `reference_hi` and from `reference_from` (1, or the compaction floor if the history was
+/// compacted); events outside that range are only checked for order.
 pub fn check_watches(
     logs: &[WatchLog],
     reference: &[WatchEvent],
+    reference_from: i64,
     reference_hi: i64,
 ) -> Vec<String> {
     let mut out = Vec::new();
@@ -589,7 +591,7 @@ pub fn check_watches(
                         seg.node
                     ));
                 }
-                if e.rev <= reference_hi {
+                if (reference_from..=reference_hi).contains(&e.rev) {
                     match by_rev_key.get(&(e.rev, e.key.as_str())) {
                         Some(r) if *r == e => {}
                         Some(r) => out.push(format!(
@@ -605,8 +607,9 @@ pub fn check_watches(
             }
             // No gaps: every committed event of a watched key in [start, covered] was delivered.
             let covered = seg.covered_to().min(reference_hi);
-            if covered >= seg.start_rev {
-                for ((rev, key), r) in by_rev_key.range((seg.start_rev, "")..) {
+            let from = seg.start_rev.max(reference_from);
+            if covered >= from {
+                for ((rev, key), r) in by_rev_key.range((from, "")..) {
                     if *rev > covered {
                         break;
                     }
@@ -633,22 +636,28 @@ pub fn check_watches(
 /// The reference history itself must agree with what clients were told: every acknowledged put
 /// (plain or leased) and every acknowledged delete that removed something is the event at its
 /// revision; every revision from 2 to `reference_hi` changed something (etcd only creates a
-/// revision for a change); and replaying the events gives exactly the converged keyspace
-/// (`final_kvs` at `final_rev`: key, value, create revision, mod revision, version).
+/// revision for a change); and replaying the events on `base` gives exactly the converged
+/// keyspace (`final_kvs` at `final_rev`: key, value, create revision, mod revision, version).
+/// `base` is the keyspace at a revision: 1 and empty, unless the history was compacted; then
+/// `base` is the keyspace read at the compaction floor, and only the revisions after it are
+/// judged (compaction drops a tombstone at the floor itself, so a watch from the floor may lack
+/// that delete).
 pub fn check_reference(
     reference: &[WatchEvent],
     reference_hi: i64,
     history: &[Op],
     leases: &[LeaseOp],
+    base: (i64, &[FinalKv]),
     final_state: Option<(i64, &[FinalKv])>,
 ) -> Vec<String> {
+    let (base_rev, base_kvs) = base;
     let mut out = Vec::new();
     let by_rev_key: BTreeMap<(i64, &str), &WatchEvent> = reference
         .iter()
         .map(|e| ((e.rev, e.key.as_str()), e))
         .collect();
     let mut expect = |rev: i64, key: &str, put: Option<&str>, what: String| {
-        if rev > reference_hi {
+        if rev > reference_hi || rev <= base_rev {
             return;
         }
         match (by_rev_key.get(&(rev, key)), put) {
@@ -691,15 +700,21 @@ pub fn check_reference(
         }
     }
     let revs: BTreeSet<i64> = reference.iter().map(|e| e.rev).collect();
-    if let Some(missing) = (2..=reference_hi).find(|r| !revs.contains(r)) {
+    if let Some(missing) = (base_rev.max(1) + 1..=reference_hi).find(|r| !revs.contains(r)) {
         out.push(format!(
             "reference history: revision {missing} has no event (up to {reference_hi})"
         ));
     }
     if let Some((final_rev, kvs)) = final_state {
         if final_rev <= reference_hi {
-            let mut state: BTreeMap<&str, (&str, i64, i64, i64)> = BTreeMap::new();
-            for e in reference.iter().filter(|e| e.rev <= final_rev) {
+            let mut state: BTreeMap<&str, (&str, i64, i64, i64)> = base_kvs
+                .iter()
+                .map(|(k, v, c, m, ver)| (k.as_str(), (v.as_str(), *c, *m, *ver)))
+                .collect();
+            for e in reference
+                .iter()
+                .filter(|e| e.rev > base_rev && e.rev <= final_rev)
+            {
                 if e.put {
                     state.insert(&e.key, (&e.value, e.create_rev, e.rev, e.version));
                 } else {
@@ -1064,7 +1079,7 @@ mod tests {
             ],
         );
         let single = wlog("a", "", vec![seg(3, vec![ev(4, "a", "3")], 5, broken())]);
-        let v = check_watches(&[log, single], &reference(), 6);
+        let v = check_watches(&[log, single], &reference(), 1, 6);
         assert!(v.is_empty(), "{v:?}");
     }
 
@@ -1080,7 +1095,7 @@ mod tests {
                 SegmentEnd::Open,
             )],
         );
-        let v = check_watches(&[log], &reference(), 6);
+        let v = check_watches(&[log], &reference(), 1, 6);
         assert!(v.iter().any(|m| m.contains("missed")), "{v:?}");
     }
 
@@ -1088,7 +1103,7 @@ mod tests {
     fn a_progress_response_promises_every_event_below_it() {
         // No event after revision 2, but a progress response at 5: revisions 3..5 are missing.
         let log = wlog("\0", "\0", vec![seg(2, vec![ev(2, "a", "1")], 5, broken())]);
-        let v = check_watches(&[log], &reference(), 6);
+        let v = check_watches(&[log], &reference(), 1, 6);
         assert!(v.iter().any(|m| m.contains("missed")), "{v:?}");
     }
 
@@ -1102,7 +1117,7 @@ mod tests {
                 seg(4, vec![ev(4, "a", "3")], 0, SegmentEnd::Open),
             ],
         );
-        let v = check_watches(&[log], &reference(), 6);
+        let v = check_watches(&[log], &reference(), 1, 6);
         assert!(
             v.iter().any(|m| m.contains("resumed at revision 4")),
             "{v:?}"
@@ -1119,7 +1134,7 @@ mod tests {
                 seg(5, vec![del(5, "b"), ev(6, "a", "5")], 0, SegmentEnd::Open),
             ],
         );
-        let v = check_watches(&[log], &reference(), 6);
+        let v = check_watches(&[log], &reference(), 1, 6);
         assert!(v.is_empty(), "{v:?}");
     }
 
@@ -1133,7 +1148,7 @@ mod tests {
                 seg(3, vec![ev(3, "b", "2")], 0, SegmentEnd::Open),
             ],
         );
-        let v = check_watches(&[repeated], &reference(), 6);
+        let v = check_watches(&[repeated], &reference(), 1, 6);
         assert!(v.iter().any(|m| m.contains("twice")), "{v:?}");
         let disordered = wlog(
             "a",
@@ -1145,14 +1160,14 @@ mod tests {
                 SegmentEnd::Open,
             )],
         );
-        let v = check_watches(&[disordered], &reference(), 6);
+        let v = check_watches(&[disordered], &reference(), 1, 6);
         assert!(v.iter().any(|m| m.contains("out of order")), "{v:?}");
         let invented = wlog(
             "a",
             "",
             vec![seg(2, vec![ev(2, "a", "9")], 0, SegmentEnd::Open)],
         );
-        let v = check_watches(&[invented], &reference(), 6);
+        let v = check_watches(&[invented], &reference(), 1, 6);
         assert!(
             v.iter().any(|m| m.contains("committed history has")),
             "{v:?}"
@@ -1162,7 +1177,7 @@ mod tests {
             "",
             vec![seg(3, vec![ev(3, "b", "2")], 0, SegmentEnd::Open)],
         );
-        let v = check_watches(&[unwatched], &reference(), 6);
+        let v = check_watches(&[unwatched], &reference(), 1, 6);
         assert!(v.iter().any(|m| m.contains("unwatched")), "{v:?}");
     }
 
@@ -1206,7 +1221,7 @@ mod tests {
         ];
         let r = reference_with_versions();
         let fin = final_kvs();
-        let v = check_reference(&r, 6, &h, &[], Some((6, &fin)));
+        let v = check_reference(&r, 6, &h, &[], (1, &[]), Some((6, &fin)));
         assert!(v.is_empty(), "{v:?}");
         // An acknowledged put that is not the event at its revision.
         let h2 = vec![op(
@@ -1216,7 +1231,7 @@ mod tests {
             put("a", "7"),
             Outcome::Ok(OpResult::Put { rev: 4 }),
         )];
-        let v = check_reference(&r, 6, &h2, &[], Some((6, &fin)));
+        let v = check_reference(&r, 6, &h2, &[], (1, &[]), Some((6, &fin)));
         assert!(
             v.iter().any(|m| m.contains("acknowledged at revision 4")),
             "{v:?}"
@@ -1224,7 +1239,7 @@ mod tests {
         // A revision without an event.
         let mut gap = r.clone();
         gap.retain(|e| e.rev != 3);
-        let v = check_reference(&gap, 6, &[], &[], None);
+        let v = check_reference(&gap, 6, &[], &[], (1, &[]), None);
         assert!(
             v.iter().any(|m| m.contains("revision 3 has no event")),
             "{v:?}"
@@ -1234,8 +1249,56 @@ mod tests {
             ("a".into(), "5".into(), 2, 6, 3),
             ("b".into(), "2".into(), 3, 3, 1),
         ];
-        let v = check_reference(&r, 6, &[], &[], Some((6, &wrong)));
+        let v = check_reference(&r, 6, &[], &[], (1, &[]), Some((6, &wrong)));
         assert!(v.iter().any(|m| m.contains("differs")), "{v:?}");
+    }
+
+    #[test]
+    fn a_compacted_reference_replays_from_the_keyspace_at_its_floor() {
+        // Compacted at 4: the reference starts there; the keyspace at 4 is a=3 (v2), b=2.
+        let r: Vec<WatchEvent> = reference_with_versions()
+            .into_iter()
+            .filter(|e| e.rev >= 4)
+            .collect();
+        let base: Vec<FinalKv> = vec![
+            ("a".into(), "3".into(), 2, 4, 2),
+            ("b".into(), "2".into(), 3, 3, 1),
+        ];
+        let fin = final_kvs();
+        // A put acknowledged below the floor cannot be checked any more.
+        let h = vec![op(
+            0,
+            0,
+            10,
+            put("a", "1"),
+            Outcome::Ok(OpResult::Put { rev: 2 }),
+        )];
+        let v = check_reference(&r, 6, &h, &[], (4, &base), Some((6, &fin)));
+        assert!(v.is_empty(), "{v:?}");
+        let stale_base: Vec<FinalKv> = vec![("c".into(), "0".into(), 2, 2, 1)];
+        let v = check_reference(&r, 6, &[], &[], (4, &stale_base), Some((6, &fin)));
+        assert!(v.iter().any(|m| m.contains("differs")), "{v:?}");
+        // A watcher is judged from the floor on: its events below it are not in the reference.
+        let ok = wlog(
+            "\0",
+            "\0",
+            vec![
+                seg(2, vec![ev(2, "a", "1")], 0, SegmentEnd::Compacted(4)),
+                seg(4, vec![r[0].clone(), r[1].clone()], 5, SegmentEnd::Open),
+            ],
+        );
+        let v = check_watches(&[ok], &r, 4, 6);
+        assert!(v.is_empty(), "{v:?}");
+        let gap = wlog(
+            "\0",
+            "\0",
+            vec![
+                seg(2, vec![ev(2, "a", "1")], 0, SegmentEnd::Compacted(4)),
+                seg(4, vec![r[0].clone()], 6, SegmentEnd::Open),
+            ],
+        );
+        let v = check_watches(&[gap], &r, 4, 6);
+        assert!(v.iter().any(|m| m.contains("missed")), "{v:?}");
     }
 
     fn lop(

@@ -730,16 +730,17 @@ async fn control_main(
     world.event(
         "workload",
         format!(
-            "\"clients\":{clients},\"keys\":{},\"watches\":{},\"lease_clients\":{},\"membership\":{}",
+            "\"clients\":{clients},\"keys\":{},\"watches\":{},\"lease_clients\":{},\"membership\":{},\"compact\":{}",
             wcfg.keys,
             serde_json::Value::String(format!("{:?}", extras.watches)),
             extras.lease_clients,
-            extras.membership
+            extras.membership,
+            extras.compact
         ),
     );
     report.lock().expect("report lock").swarm.push_str(&format!(
-        "; {} KV clients over {} keys, watches {:?}, {} lease clients, membership cycle: {}",
-        clients, wcfg.keys, extras.watches, extras.lease_clients, extras.membership
+        "; {} KV clients over {} keys, watches {:?}, {} lease clients, membership cycle: {}, compaction: {}",
+        clients, wcfg.keys, extras.watches, extras.lease_clients, extras.membership, extras.compact
     ));
     let watch_control = Arc::new(WatchControl::default());
     let mut watch_logs = Vec::new();
@@ -780,6 +781,19 @@ async fn control_main(
             c,
             opts.seed ^ 0x6c65_6173_6500 ^ ((c as u64 + 1) << 40),
             wcfg.timeout,
+            stop.clone(),
+        )));
+    }
+    if extras.compact {
+        let host = handle
+            .create_node()
+            .name("compactor")
+            .ip(IpAddr::V4(Ipv4Addr::new(10, 0, 5, 1)))
+            .build();
+        client_tasks.push(host.spawn(compactor(
+            world.clone(),
+            endpoints.clone(),
+            opts.seed ^ 0x636f_6d70_6163_7400,
             stop.clone(),
         )));
     }
@@ -1084,12 +1098,41 @@ async fn control_main(
             let _ = task.await;
             let reference_log = reference_log.lock().expect("watch log").clone();
             let reference_hi = reference_log.segments.last().map_or(0, |s| s.covered_to());
+            // After a compaction the reference resumed at the floor F. Compaction keeps
+            // revision F readable but drops a tombstone at F (as etcd's key index does), so a
+            // watch from F may lack a delete at F: judge events from F + 1 on, on top of the
+            // keyspace read at F.
+            let floor = reference_log
+                .segments
+                .windows(2)
+                .filter(|w| matches!(w[0].end, crate::history::SegmentEnd::Compacted(_)))
+                .map(|w| w[1].start_rev)
+                .max()
+                .unwrap_or(1);
+            let reference_from = if floor > 1 { floor + 1 } else { 1 };
+            let mut base: Vec<checker::FinalKv> = Vec::new();
+            if floor > 1 {
+                let mut read = None;
+                for ep in &endpoints {
+                    read = keyspace_at(&ep.url, floor).await;
+                    if read.is_some() {
+                        break;
+                    }
+                }
+                match read {
+                    Some(kvs) => base = kvs,
+                    None => extra_failures.push(format!(
+                        "watch: cannot read the keyspace at the compaction floor {floor}"
+                    )),
+                }
+            }
             // The reference is a watch like the others: judge its own order and continuity
             // against itself, then against the acknowledged writes and the converged keyspace.
             let reference: Vec<_> = reference_log
                 .segments
                 .iter()
                 .flat_map(|s| s.events.iter().cloned())
+                .filter(|e| e.rev >= reference_from)
                 .collect();
             if reference_hi < upto {
                 extra_failures.push(format!(
@@ -1112,6 +1155,7 @@ async fn control_main(
             let mut v = checker::check_watches(
                 std::slice::from_ref(&reference_log),
                 &reference,
+                reference_from,
                 reference_hi,
             );
             v.extend(checker::check_reference(
@@ -1119,11 +1163,13 @@ async fn control_main(
                 reference_hi,
                 &ops,
                 &lease_ops,
+                (if floor > 1 { floor } else { 1 }, &base),
                 Some((*rev, &fin)),
             ));
             v.extend(checker::check_watches(
                 &watch_logs_done,
                 &reference,
+                reference_from,
                 reference_hi,
             ));
             extra_failures.extend(v.into_iter().map(|m| format!("watch: {m}")));
@@ -1202,6 +1248,8 @@ struct Extras {
     lease_clients: usize,
     /// Add a learner, promote it, remove it, while the faults run.
     membership: bool,
+    /// A client compacts the history every few seconds (watchers then see compacted cancels).
+    compact: bool,
 }
 
 impl Extras {
@@ -1231,10 +1279,12 @@ impl Extras {
             rng.range(1, 3) as usize
         };
         let membership = rng.range(0, 3) == 0;
+        let compact = rng.range(0, 3) == 0;
         Extras {
             watches,
             lease_clients,
             membership,
+            compact,
         }
     }
 }
@@ -1578,6 +1628,86 @@ async fn leased_keys(url: &str, linearizable: bool) -> Option<Vec<String>> {
             r.kvs
                 .iter()
                 .map(|kv| String::from_utf8_lossy(&kv.key).into_owned())
+                .collect(),
+        )
+    };
+    madsim::time::timeout(Duration::from_secs(2), fut)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Compacts the history every 1–4 s to a revision a little below the current one, until `stop`.
+async fn compactor(world: Arc<World>, endpoints: Vec<Endpoint>, seed: u64, stop: Arc<AtomicBool>) {
+    use cairn::proto::etcdserverpb::CompactionRequest;
+    let mut rng = SplitMix64::new(seed);
+    while !stop.load(Ordering::Relaxed) {
+        madsim::time::sleep(Duration::from_millis(rng.range(1000, 4000))).await;
+        let ep = &endpoints[rng.range(0, endpoints.len() as u64) as usize];
+        let probe = OpKind::Get {
+            key: "k0".into(),
+            linearizable: false,
+        };
+        let Outcome::Ok(r) = workload::call(&ep.url, &probe, Duration::from_secs(1)).await else {
+            continue;
+        };
+        let revision = (r.rev() - rng.range(0, 10) as i64).max(1);
+        let ep = &endpoints[rng.range(0, endpoints.len() as u64) as usize];
+        let fut = async {
+            let mut c = KvClient::connect(ep.url.clone())
+                .await
+                .map_err(|e| format!("connect: {e}"))?;
+            c.compact(CompactionRequest {
+                revision,
+                physical: false,
+            })
+            .await
+            .map(|_| ())
+            .map_err(|s| s.message().to_string())
+        };
+        let result = madsim::time::timeout(Duration::from_secs(2), fut)
+            .await
+            .unwrap_or_else(|_| Err("client timeout".into()));
+        world.event(
+            "compact",
+            format!(
+                "\"node\":\"{}\",\"revision\":{revision},\"result\":{}",
+                ep.name,
+                serde_json::Value::String(match result {
+                    Ok(()) => "ok".into(),
+                    Err(e) => e,
+                })
+            ),
+        );
+    }
+}
+
+/// The whole keyspace at `revision` (a linearizable read), as the checkers' rows.
+async fn keyspace_at(url: &str, revision: i64) -> Option<Vec<checker::FinalKv>> {
+    let fut = async {
+        let mut c = KvClient::connect(url.to_string()).await.ok()?;
+        let r = c
+            .range(RangeRequest {
+                key: vec![0],
+                range_end: vec![0],
+                revision,
+                ..Default::default()
+            })
+            .await
+            .ok()?
+            .into_inner();
+        Some(
+            r.kvs
+                .into_iter()
+                .map(|kv| {
+                    (
+                        String::from_utf8_lossy(&kv.key).into_owned(),
+                        String::from_utf8_lossy(&kv.value).into_owned(),
+                        kv.create_revision,
+                        kv.mod_revision,
+                        kv.version,
+                    )
+                })
                 .collect(),
         )
     };
