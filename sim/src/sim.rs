@@ -82,6 +82,10 @@ struct SlotState {
     /// An injected fsync failure: stopping with a WAL error is the right answer.
     expect_stop: bool,
     incarnation: u64,
+    /// Removed from the cluster by a membership change: it never starts again.
+    retired: bool,
+    /// Its removal was requested: stopping because it learned of it is the right reaction.
+    removing: bool,
 }
 
 struct Ctx {
@@ -173,6 +177,9 @@ fn server_io(ctx: &Ctx, i: usize, incarnation: u64) -> ServerIo {
 async fn member_main(ctx: Arc<Ctx>, i: usize) {
     let slot = &ctx.slots[i];
     let world = ctx.world.clone();
+    if slot.st().retired {
+        return;
+    }
     let incarnation = {
         let mut st = slot.st();
         st.incarnation += 1;
@@ -266,7 +273,10 @@ async fn member_main(ctx: Arc<Ctx>, i: usize) {
     let result = node.await;
     api.abort();
     world.unregister_inbound(slot.member);
-    let expected = slot.st().expect_stop;
+    let (expected, removing) = {
+        let st = slot.st();
+        (st.expect_stop, st.removing)
+    };
     match result {
         Ok(Ok(())) => world.event("stopped", format!("\"node\":\"{}\"", slot.name)),
         Ok(Err(e)) => {
@@ -278,7 +288,9 @@ async fn member_main(ctx: Arc<Ctx>, i: usize) {
                     serde_json::Value::String(e.to_string())
                 ),
             );
-            if !expected {
+            // A member whose removal was asked for stops when it applies it.
+            let removed = removing && matches!(e, cairn::raft::NodeError::Removed);
+            if !expected && !removed {
                 world.fail(format!(
                     "{} stopped without an injected cause: {e}",
                     slot.name
@@ -726,21 +738,28 @@ async fn control_main(
     // Watches, leases and membership changes, drawn per seed from their own stream so that the
     // draws above (the KV workload's parameters and the fault schedule) stay as they were.
     let mut xrng = SplitMix64::new(opts.seed ^ 0x5752_4b4c_4f41_4400);
-    let extras = Extras::draw(&mut xrng, wcfg.keys);
+    let extras = Extras::draw(&mut xrng, wcfg.keys, n);
     world.event(
         "workload",
         format!(
-            "\"clients\":{clients},\"keys\":{},\"watches\":{},\"lease_clients\":{},\"membership\":{},\"compact\":{}",
+            "\"clients\":{clients},\"keys\":{},\"watches\":{},\"lease_clients\":{},\"membership\":{},\"replace\":\"{:?}\",\"compact\":{}",
             wcfg.keys,
             serde_json::Value::String(format!("{:?}", extras.watches)),
             extras.lease_clients,
             extras.membership,
+            extras.replace,
             extras.compact
         ),
     );
     report.lock().expect("report lock").swarm.push_str(&format!(
-        "; {} KV clients over {} keys, watches {:?}, {} lease clients, membership cycle: {}, compaction: {}",
-        clients, wcfg.keys, extras.watches, extras.lease_clients, extras.membership, extras.compact
+        "; {} KV clients over {} keys, watches {:?}, {} lease clients, membership cycle: {} (replacing member index {:?}), compaction: {}",
+        clients,
+        wcfg.keys,
+        extras.watches,
+        extras.lease_clients,
+        extras.membership,
+        extras.replace,
+        extras.compact
     ));
     let watch_control = Arc::new(WatchControl::default());
     let mut watch_logs = Vec::new();
@@ -808,14 +827,15 @@ async fn control_main(
             ctx.slots[0].cfg.cluster_id,
             opts.seed ^ 0x6d65_6d62_6572,
             delay,
+            extras.replace,
             member_log.clone(),
             member_abort.clone(),
         );
         let done = member_done.clone();
         madsim::task::spawn(async move {
-            let ok = fut.await;
+            let outcome = fut.await;
             done.store(true, Ordering::Relaxed);
-            ok
+            outcome
         })
     });
     let faults: Vec<_> = schedule
@@ -850,23 +870,47 @@ async fn control_main(
             restart(&ctx, i);
         }
     }
-    let live = |ctx: &Ctx| -> Vec<usize> { (0..n).filter(|i| ctx.slots[*i].st().up).collect() };
     // A membership cycle still running finishes now, so the cluster is back to its nominal size.
     let mut membership_ok = true;
+    let mut joined: Option<Arc<Ctx>> = None;
+    let mut retired: Option<usize> = None;
     if let Some(task) = membership {
         wait_for(&world, MEMBERSHIP_AFTER_HEAL_MAX, || {
             member_done.load(Ordering::Relaxed)
         })
         .await;
         member_abort.store(true, Ordering::Relaxed);
-        membership_ok = task.await.unwrap_or(false);
+        let outcome = task.await.unwrap_or_default();
+        membership_ok = outcome.completed;
+        joined = outcome.joined;
+        retired = outcome.retired;
         if !membership_ok {
             world.fail(format!(
                 "membership: the add-learner/promote/remove cycle did not complete within {MEMBERSHIP_AFTER_HEAL_MAX:?} after healing"
             ));
         }
     }
-
+    // The current members that run: (name, member id, client URL).
+    let live = |ctx: &Ctx| -> Vec<(String, u64, String)> {
+        let mut out: Vec<(String, u64, String)> = (0..n)
+            .filter(|i| Some(*i) != retired && ctx.slots[*i].st().up)
+            .map(|i| {
+                let s = &ctx.slots[i];
+                (s.name.clone(), s.member, endpoints[i].url.clone())
+            })
+            .collect();
+        if let Some(j) = &joined {
+            let s = &j.slots[0];
+            if s.st().up {
+                out.push((
+                    s.name.clone(),
+                    s.member,
+                    format!("http://{}:{CLIENT_PORT}", s.ip),
+                ));
+            }
+        }
+        out
+    };
     let mut converged = true;
     if !wait_for(&world, HEAL_LEADER_MAX, || world.leader().is_some()).await {
         world.fail(format!(
@@ -909,16 +953,13 @@ async fn control_main(
             let applied: BTreeSet<u64> = {
                 let g = world.lock();
                 ids.iter()
-                    .map(|i| g.status.get(&ctx.slots[*i].member).map_or(0, |o| o.applied))
+                    .map(|(_, member, _)| g.status.get(member).map_or(0, |o| o.applied))
                     .collect()
             };
             if applied.len() == 1 {
                 let mut snaps = Vec::new();
-                for i in &ids {
-                    snaps.push((
-                        ctx.slots[*i].name.clone(),
-                        snapshot_of(&endpoints[*i].url).await,
-                    ));
+                for (name, _, url) in &ids {
+                    snaps.push((name.clone(), snapshot_of(url).await));
                 }
                 let first = snaps[0].1.clone();
                 if first.is_some() && snaps.iter().all(|(_, s)| *s == first) {
@@ -986,10 +1027,10 @@ async fn control_main(
             let mut last = Vec::new();
             while world.now() - start < HEAL_CONVERGE_MAX {
                 last.clear();
-                for i in live(&ctx) {
-                    let l = leased_keys(&endpoints[i].url, false).await;
+                for (name, _, url) in live(&ctx) {
+                    let l = leased_keys(&url, false).await;
                     if !l.as_ref().is_some_and(|l| l.is_empty()) {
-                        last.push(format!("{}: {l:?}", ctx.slots[i].name));
+                        last.push(format!("{name}: {l:?}"));
                     }
                 }
                 if last.is_empty() {
@@ -1006,16 +1047,25 @@ async fn control_main(
         }
     }
     // Membership: every answer to a change carries the list after the change, and every live
-    // member lists the original members, all voters (a completed cycle added and removed the
-    // extra member).
+    // member lists what the acknowledged changes imply, all voters: the original members, with
+    // the replaced one swapped for the new one if the cycle replaced a member.
     extra_failures.extend(
         checker::check_member_ops(&member_log.lock().expect("member log"))
             .into_iter()
             .map(|v| format!("membership: {v}")),
     );
     if converged && membership_ok {
-        let expected: Vec<(u64, bool)> = ctx.slots.iter().map(|s| (s.member, false)).collect();
-        let lists = member_lists(&ctx, &live(&ctx)).await;
+        let mut expected: Vec<(u64, bool)> = ctx
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != retired)
+            .map(|(_, s)| (s.member, false))
+            .collect();
+        if let Some(j) = &joined {
+            expected.push((j.slots[0].member, false));
+        }
+        let lists = member_lists(&world, &live(&ctx)).await;
         extra_failures.extend(
             checker::check_members(&lists, &expected)
                 .into_iter()
@@ -1250,10 +1300,13 @@ struct Extras {
     membership: bool,
     /// A client compacts the history every few seconds (watchers then see compacted cancels).
     compact: bool,
+    /// The membership cycle replaces this original member by the new one instead of removing
+    /// the new one again.
+    replace: Option<usize>,
 }
 
 impl Extras {
-    fn draw(rng: &mut SplitMix64, keys: usize) -> Extras {
+    fn draw(rng: &mut SplitMix64, keys: usize, nodes: usize) -> Extras {
         let watchers = if rng.range(0, 3) == 0 {
             0
         } else {
@@ -1280,11 +1333,13 @@ impl Extras {
         };
         let membership = rng.range(0, 3) == 0;
         let compact = rng.range(0, 3) == 0;
+        let replace = (rng.range(0, 2) == 0).then(|| rng.range(0, nodes as u64) as usize);
         Extras {
             watches,
             lease_clients,
             membership,
             compact,
+            replace: replace.filter(|_| membership),
         }
     }
 }
@@ -1360,9 +1415,9 @@ async fn cluster_call(
 }
 
 /// Adds a fresh member as a learner, starts it with an empty disk joining the running cluster,
-/// promotes it, and removes it again, all while the nemesis runs; each step is retried until it
-/// is acknowledged (a retry after an unknown outcome may learn that the step already happened).
-/// Returns true when the whole cycle was acknowledged, so the membership is the original one.
+/// promotes it, and removes it again (or, with `replace`, removes that original member
+/// instead), all while the nemesis runs; each step is retried until it is acknowledged (a retry
+/// after an unknown outcome may learn that the step already happened).
 #[allow(clippy::too_many_arguments)]
 async fn membership_cycle(
     ctx: Arc<Ctx>,
@@ -1370,9 +1425,10 @@ async fn membership_cycle(
     cluster_id: u64,
     seed: u64,
     delay: Duration,
+    replace: Option<usize>,
     log: Arc<Mutex<Vec<MemberOp>>>,
     abort: Arc<AtomicBool>,
-) -> bool {
+) -> MembershipOutcome {
     let world = ctx.world.clone();
     let mut rng = SplitMix64::new(seed);
     madsim::time::sleep(delay).await;
@@ -1414,7 +1470,7 @@ async fn membership_cycle(
     let mut members = None;
     while members.is_none() {
         if abort.load(Ordering::Relaxed) {
-            return false;
+            return MembershipOutcome::default();
         }
         match step("add-learner", 0, &mut rng).await {
             Ok(m) => members = Some(m),
@@ -1435,7 +1491,7 @@ async fn membership_cycle(
         world.fail(format!(
             "membership: {spare_url} was added but is not in the member list {members:?}"
         ));
-        return false;
+        return MembershipOutcome::default();
     };
     // Start it: an empty disk, joining the running cluster.
     let mut initial: Vec<InitialMember> = members
@@ -1501,9 +1557,11 @@ async fn membership_cycle(
     // its own while it is in the cluster: a crash (maybe tearing its WAL tail) and restart from
     // its own disk, or an isolation from every other member.
     let removed = Arc::new(AtomicBool::new(false));
+    let calm = Arc::new(AtomicBool::new(false));
     let spare_fault = {
         let spare_ctx = spare_ctx.clone();
         let removed = removed.clone();
+        let calm = calm.clone();
         let world = world.clone();
         let others: Vec<u64> = ctx.slots.iter().map(|s| s.member).collect();
         let kind = rng.range(0, 3);
@@ -1512,7 +1570,7 @@ async fn membership_cycle(
         let torn = rng.range(0, 2) == 0;
         madsim::task::spawn(async move {
             madsim::time::sleep(at).await;
-            if removed.load(Ordering::Relaxed) {
+            if calm.load(Ordering::Relaxed) {
                 return;
             }
             match kind {
@@ -1551,7 +1609,7 @@ async fn membership_cycle(
     madsim::time::sleep(Duration::from_millis(rng.range(500, 4000))).await;
     loop {
         if abort.load(Ordering::Relaxed) {
-            return false;
+            return MembershipOutcome::default();
         }
         match step("promote", spare, &mut rng).await {
             Ok(_) => break,
@@ -1561,12 +1619,48 @@ async fn membership_cycle(
             Err(_) => madsim::time::sleep(Duration::from_millis(300)).await,
         }
     }
-    // Remove it again: the cluster goes back to its nominal size.
+    // Remove it again, or remove the original member it replaces: the cluster goes back to its
+    // nominal size.
     madsim::time::sleep(Duration::from_millis(rng.range(500, 4000))).await;
-    spare_ctx.slots[0].st().expect_stop = true;
+    if let Some(r) = replace {
+        let old = ctx.slots[r].member;
+        // It may learn of its removal and stop: the right reaction.
+        ctx.slots[r].st().removing = true;
+        loop {
+            if abort.load(Ordering::Relaxed) {
+                return MembershipOutcome::default();
+            }
+            match step("remove", old, &mut rng).await {
+                Ok(_) => break,
+                Err(e) if e.contains("member not found") => break,
+                Err(_) => madsim::time::sleep(Duration::from_millis(300)).await,
+            }
+        }
+        {
+            let mut st = ctx.slots[r].st();
+            st.retired = true;
+            // Nothing restarts it or takes it for a fault any more.
+            st.corrupted = true;
+        }
+        if ctx.slots[r].st().up {
+            kill(&ctx, r, false);
+        }
+        world.event(
+            "member_removed",
+            format!("\"node\":\"{}\",\"member\":\"{old:x}\"", ctx.slots[r].name),
+        );
+        calm.store(true, Ordering::Relaxed);
+        let _ = spare_fault.await;
+        return MembershipOutcome {
+            completed: true,
+            joined: Some(spare_ctx),
+            retired: Some(r),
+        };
+    }
+    spare_ctx.slots[0].st().removing = true;
     loop {
         if abort.load(Ordering::Relaxed) {
-            return false;
+            return MembershipOutcome::default();
         }
         match step("remove", spare, &mut rng).await {
             Ok(_) => break,
@@ -1577,6 +1671,7 @@ async fn membership_cycle(
     // A removed member stops (it may not have learned it was removed: stop it, as etcd's peers
     // would by refusing its messages).
     removed.store(true, Ordering::Relaxed);
+    calm.store(true, Ordering::Relaxed);
     let _ = spare_fault.await;
     if spare_ctx.slots[0].st().up {
         kill(&spare_ctx, 0, false);
@@ -1585,25 +1680,37 @@ async fn membership_cycle(
         "member_removed",
         format!("\"node\":\"{name}\",\"member\":\"{spare:x}\""),
     );
-    true
+    MembershipOutcome {
+        completed: true,
+        joined: None,
+        retired: None,
+    }
+}
+
+/// How a membership cycle ended: whether every step was acknowledged, the new member if it
+/// stays (it replaced an original one), and the original member it replaced.
+#[derive(Default)]
+struct MembershipOutcome {
+    completed: bool,
+    joined: Option<Arc<Ctx>>,
+    retired: Option<usize>,
 }
 
 /// Every live member's member list: (name, [(id, learner)]).
-async fn member_lists(ctx: &Ctx, live: &[usize]) -> Vec<(String, Vec<(u64, bool)>)> {
+async fn member_lists(
+    world: &World,
+    live: &[(String, u64, String)],
+) -> Vec<(String, Vec<(u64, bool)>)> {
     let mut out = Vec::new();
-    for i in live {
-        let url = format!("http://{}:{CLIENT_PORT}", ctx.slots[*i].ip);
-        let list = match cluster_call(&url, "list", "", 0).await {
+    for (name, _, url) in live {
+        let list = match cluster_call(url, "list", "", 0).await {
             Ok(m) => m.into_iter().map(|(id, l, _, _)| (id, l)).collect(),
             Err(e) => {
-                ctx.world.fail(format!(
-                    "{}: member list failed after healing: {e}",
-                    ctx.slots[*i].name
-                ));
+                world.fail(format!("{name}: member list failed after healing: {e}"));
                 continue;
             }
         };
-        out.push((ctx.slots[*i].name.clone(), list));
+        out.push((name.clone(), list));
     }
     out
 }
