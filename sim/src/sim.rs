@@ -761,6 +761,10 @@ async fn control_main(
         extras.replace,
         extras.compact
     ));
+    // The current members' endpoints, kept up to date by the membership cycle (as an etcd
+    // client's endpoint sync would): watchers, the membership client and the checks after the
+    // heal use it; the KV and lease clients keep the original list.
+    let current: Arc<Mutex<Vec<Endpoint>>> = Arc::new(Mutex::new(endpoints.clone()));
     let watch_control = Arc::new(WatchControl::default());
     let mut watch_logs = Vec::new();
     let mut watch_tasks = Vec::new();
@@ -779,7 +783,7 @@ async fn control_main(
         watch_logs.push(log.clone());
         watch_tasks.push(host.spawn(crate::watcher::watcher(
             world.clone(),
-            endpoints.clone(),
+            current.clone(),
             log,
             *start,
             opts.seed ^ 0x7761_7463_6800 ^ ((w as u64 + 1) << 40),
@@ -823,7 +827,7 @@ async fn control_main(
         let delay = Duration::from_millis(xrng.range(0, chaos.as_millis() as u64 / 2 + 1));
         let fut = membership_cycle(
             ctx.clone(),
-            endpoints.clone(),
+            current.clone(),
             ctx.slots[0].cfg.cluster_id,
             opts.seed ^ 0x6d65_6d62_6572,
             delay,
@@ -890,13 +894,15 @@ async fn control_main(
             ));
         }
     }
+    let original_endpoints = endpoints.clone();
+    let endpoints: Vec<Endpoint> = current.lock().expect("endpoints").clone();
     // The current members that run: (name, member id, client URL).
     let live = |ctx: &Ctx| -> Vec<(String, u64, String)> {
         let mut out: Vec<(String, u64, String)> = (0..n)
             .filter(|i| Some(*i) != retired && ctx.slots[*i].st().up)
             .map(|i| {
                 let s = &ctx.slots[i];
-                (s.name.clone(), s.member, endpoints[i].url.clone())
+                (s.name.clone(), s.member, original_endpoints[i].url.clone())
             })
             .collect();
         if let Some(j) = &joined {
@@ -1128,7 +1134,7 @@ async fn control_main(
                 .build();
             let task = host.spawn(crate::watcher::watcher(
                 world.clone(),
-                endpoints.clone(),
+                current.clone(),
                 reference_log.clone(),
                 1,
                 opts.seed ^ 0x7265_6600,
@@ -1421,7 +1427,7 @@ async fn cluster_call(
 #[allow(clippy::too_many_arguments)]
 async fn membership_cycle(
     ctx: Arc<Ctx>,
-    endpoints: Vec<Endpoint>,
+    endpoints: Arc<Mutex<Vec<Endpoint>>>,
     cluster_id: u64,
     seed: u64,
     delay: Duration,
@@ -1437,7 +1443,10 @@ async fn membership_cycle(
     let spare_url = format!("http://{ip}:2380");
     let name = format!("n{}", n + 1);
     let step = |what: &'static str, id: u64, rng: &mut SplitMix64| {
-        let ep = endpoints[rng.range(0, endpoints.len() as u64) as usize].clone();
+        let ep = {
+            let eps = endpoints.lock().expect("endpoints");
+            eps[rng.range(0, eps.len() as u64) as usize].clone()
+        };
         let world = world.clone();
         let log = log.clone();
         let spare_url = spare_url.clone();
@@ -1549,6 +1558,10 @@ async fn membership_cycle(
         .init(move || member_main(c.clone(), 0))
         .build();
     *spare_ctx.slots[0].madsim_id.lock().expect("slot lock") = Some(node.id());
+    endpoints.lock().expect("endpoints").push(Endpoint {
+        name: name.clone(),
+        url: format!("http://{ip}:{CLIENT_PORT}"),
+    });
     world.event(
         "member_join",
         format!("\"node\":\"{name}\",\"member\":\"{spare:x}\""),
@@ -1645,6 +1658,11 @@ async fn membership_cycle(
         if ctx.slots[r].st().up {
             kill(&ctx, r, false);
         }
+        let gone = ctx.slots[r].name.clone();
+        endpoints
+            .lock()
+            .expect("endpoints")
+            .retain(|e| e.name != gone);
         world.event(
             "member_removed",
             format!("\"node\":\"{}\",\"member\":\"{old:x}\"", ctx.slots[r].name),
@@ -1676,6 +1694,10 @@ async fn membership_cycle(
     if spare_ctx.slots[0].st().up {
         kill(&spare_ctx, 0, false);
     }
+    endpoints
+        .lock()
+        .expect("endpoints")
+        .retain(|e| e.name != name);
     world.event(
         "member_removed",
         format!("\"node\":\"{name}\",\"member\":\"{spare:x}\""),

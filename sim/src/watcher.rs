@@ -46,10 +46,11 @@ fn covered(log: &WatchLog) -> i64 {
 }
 
 /// Runs one watcher until it has delivered everything up to `control.target` or gives up. The
-/// log is shared so that the harness sees it even if the watcher is still running.
+/// log is shared so that the harness sees it even if the watcher is still running; the endpoint
+/// list is shared so that it follows membership changes, as an etcd client's endpoint sync does.
 pub async fn watcher(
     world: Arc<World>,
-    endpoints: Vec<Endpoint>,
+    endpoints: Arc<Mutex<Vec<Endpoint>>>,
     log: Arc<Mutex<WatchLog>>,
     start_rev: i64,
     seed: u64,
@@ -73,7 +74,11 @@ pub async fn watcher(
                 return;
             }
         }
-        let ep = &endpoints[rng.range(0, endpoints.len() as u64) as usize];
+        let ep = {
+            let eps = endpoints.lock().expect("endpoints");
+            eps[rng.range(0, eps.len() as u64) as usize].clone()
+        };
+        let ep = &ep;
         let connect =
             madsim::time::timeout(Duration::from_secs(1), WatchClient::connect(ep.url.clone()))
                 .await;
