@@ -1503,23 +1503,19 @@ async fn membership_cycle(
         return MembershipOutcome::default();
     };
     // Start it: an empty disk, joining the running cluster.
-    let mut initial: Vec<InitialMember> = members
+    // The new member has no published name yet: it goes by the one it will publish.
+    let initial: Vec<InitialMember> = members
         .iter()
-        .map(|(id, _, name, urls)| InitialMember {
+        .map(|(id, _, published, urls)| InitialMember {
             id: *id,
             name: if *id == spare {
-                String::new()
-            } else {
                 name.clone()
+            } else {
+                published.clone()
             },
             peer_urls: urls.clone(),
         })
         .collect();
-    for m in &mut initial {
-        if m.id == spare {
-            m.name = name.clone();
-        }
-    }
     let base = ctx.slots[0]
         .cfg
         .data_dir
