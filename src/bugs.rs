@@ -24,16 +24,25 @@ pub enum Bug {
     SkipConsistentIndex,
     /// WAL recovery does not verify record checksums.
     SkipWalChecksum,
+    /// A watcher that caught up from history joins the live feed one revision too late.
+    WatchSkipRevision,
+    /// Revoking a lease removes the lease but leaves its keys in place.
+    RevokeKeepsKeys,
+    /// Promoting a learner changes raft's configuration but leaves it a learner in the member list.
+    PromoteKeepsLearner,
 }
 
 impl Bug {
     /// Every bug, in a stable order.
-    pub const ALL: [Bug; 5] = [
+    pub const ALL: [Bug; 8] = [
         Bug::StaleRead,
         Bug::EarlyAck,
         Bug::ForgetVote,
         Bug::SkipConsistentIndex,
         Bug::SkipWalChecksum,
+        Bug::WatchSkipRevision,
+        Bug::RevokeKeepsKeys,
+        Bug::PromoteKeepsLearner,
     ];
 
     /// The name used on the simulator's command line.
@@ -44,6 +53,9 @@ impl Bug {
             Bug::ForgetVote => "forget-vote",
             Bug::SkipConsistentIndex => "skip-consistent-index",
             Bug::SkipWalChecksum => "skip-wal-checksum",
+            Bug::WatchSkipRevision => "watch-skip-revision",
+            Bug::RevokeKeepsKeys => "revoke-keeps-keys",
+            Bug::PromoteKeepsLearner => "promote-keeps-learner",
         }
     }
 
@@ -57,6 +69,11 @@ impl Bug {
                 "re-apply entries after a restart, ignoring the consistent index"
             }
             Bug::SkipWalChecksum => "skip checksum verification of WAL records during recovery",
+            Bug::WatchSkipRevision => {
+                "switch a caught-up watcher to the live feed at the current revision + 2"
+            }
+            Bug::RevokeKeepsKeys => "revoke a lease without deleting its keys",
+            Bug::PromoteKeepsLearner => "promote a learner in raft but not in the member list",
         }
     }
 

@@ -18,9 +18,13 @@ mod disk;
 #[cfg_attr(not(madsim), allow(dead_code))]
 mod history;
 #[cfg(madsim)]
+mod leases;
+#[cfg(madsim)]
 mod nemesis;
 #[cfg(madsim)]
 mod sim;
+#[cfg(madsim)]
+mod watcher;
 #[cfg(madsim)]
 mod workload;
 #[cfg(madsim)]
@@ -52,7 +56,7 @@ mod cli {
     const USAGE: &str = "usage:
   cairn-sim run --seeds A..B [--nodes N] [--bug NAME] [--trace FILE] [--expect-failure]
                 [--faults I,J,...] [--chaos-secs S] [--jobs J] [--no-shrink]
-                [--check-determinism] [--dup-proposals]
+                [--check-determinism]
   cairn-sim bugs";
 
     struct Args {
@@ -66,7 +70,6 @@ mod cli {
         jobs: usize,
         shrink: bool,
         check_determinism: bool,
-        dup_proposals: bool,
     }
 
     fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
@@ -80,7 +83,6 @@ mod cli {
             chaos_secs: 20,
             jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
             shrink: true,
-            dup_proposals: false,
             check_determinism: std::env::var("MADSIM_TEST_CHECK_DETERMINISM")
                 .is_ok_and(|v| !v.is_empty() && v != "0"),
         };
@@ -126,7 +128,6 @@ mod cli {
                 }
                 "--jobs" => a.jobs = value()?.parse::<usize>().map_err(|_| "bad --jobs")?.max(1),
                 "--no-shrink" => a.shrink = false,
-                "--dup-proposals" => a.dup_proposals = true,
                 "--check-determinism" => a.check_determinism = true,
                 other => return Err(format!("unknown argument {other:?}")),
             }
@@ -165,7 +166,6 @@ mod cli {
             trace: a.trace.is_some(),
             keep_faults: a.faults.clone(),
             chaos: Duration::from_secs(a.chaos_secs),
-            dup_proposals: a.dup_proposals,
         }
     }
 
@@ -177,9 +177,6 @@ mod cli {
         );
         if let Some(b) = a.bug {
             s.push_str(&format!(" --bug {}", b.name()));
-        }
-        if a.dup_proposals {
-            s.push_str(" --dup-proposals");
         }
         if a.chaos_secs != 20 {
             s.push_str(&format!(" --chaos-secs {}", a.chaos_secs));

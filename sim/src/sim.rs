@@ -18,7 +18,10 @@ use tokio::sync::watch;
 use crate::checker;
 use crate::clock::{SimClock, Skew};
 use crate::disk::SimDisk;
+use crate::history::{MemberOp, WatchLog};
+use crate::leases::LeaseHistory;
 use crate::nemesis::{Fault, Scheduled, Swarm};
+use crate::watcher::WatchControl;
 use crate::workload::{self, Endpoint, History, Op, OpKind, OpResult, Outcome, WorkloadConfig};
 use crate::world::{Observed, SimTransport, World, FNV_OFFSET};
 
@@ -41,8 +44,6 @@ pub struct RunOptions {
     /// Keep only these entries of the fault schedule (for shrinking and replay).
     pub keep_faults: Option<BTreeSet<usize>>,
     pub chaos: Duration,
-    /// Let the network duplicate forwarded proposals (MsgPropose).
-    pub dup_proposals: bool,
 }
 
 #[derive(Debug, Default)]
@@ -84,6 +85,10 @@ struct SlotState {
     armed: Option<Arm>,
     /// Where a bit was flipped in its WAL (with `corrupted`): starting would accept the damage.
     flip: Option<String>,
+    /// Removed from the cluster by a membership change: it never starts again.
+    retired: bool,
+    /// Its removal was requested: stopping because it learned of it is the right reaction.
+    removing: bool,
 }
 
 /// A crash point armed on a member.
@@ -192,6 +197,9 @@ fn server_io(ctx: &Ctx, i: usize, incarnation: u64) -> ServerIo {
 async fn member_main(ctx: Arc<Ctx>, i: usize) {
     let slot = &ctx.slots[i];
     let world = ctx.world.clone();
+    if slot.st().retired {
+        return;
+    }
     let incarnation = {
         let mut st = slot.st();
         st.incarnation += 1;
@@ -295,7 +303,10 @@ async fn member_main(ctx: Arc<Ctx>, i: usize) {
     let result = node.await;
     api.abort();
     world.unregister_inbound(slot.member);
-    let expected = slot.st().expect_stop;
+    let (expected, removing) = {
+        let st = slot.st();
+        (st.expect_stop, st.removing)
+    };
     match result {
         Ok(Ok(())) => world.event("stopped", format!("\"node\":\"{}\"", slot.name)),
         Ok(Err(e)) => {
@@ -307,7 +318,9 @@ async fn member_main(ctx: Arc<Ctx>, i: usize) {
                     serde_json::Value::String(e.to_string())
                 ),
             );
-            if !expected {
+            // A member whose removal was asked for stops when it applies it.
+            let removed = removing && matches!(e, cairn::raft::NodeError::Removed);
+            if !expected && !removed {
                 world.fail(format!(
                     "{} stopped without an injected cause: {e}",
                     slot.name
@@ -788,7 +801,6 @@ async fn scenario(opts: RunOptions, base: PathBuf, report: Arc<Mutex<Report>>) {
         opts.trace,
         base.display().to_string(),
     );
-    world.set_faults(|nf| nf.dup_proposals = opts.dup_proposals);
     let mut slots = Vec::new();
     for (i, m) in members.iter().enumerate() {
         let ip = Ipv4Addr::new(10, 0, 0, i as u8 + 1);
@@ -908,6 +920,113 @@ async fn control_main(
             stop.clone(),
         )));
     }
+    // Watches, leases and membership changes, drawn per seed from their own stream so that the
+    // draws above (the KV workload's parameters and the fault schedule) stay as they were.
+    let mut xrng = SplitMix64::new(opts.seed ^ 0x5752_4b4c_4f41_4400);
+    let extras = Extras::draw(&mut xrng, wcfg.keys, n);
+    world.event(
+        "workload",
+        format!(
+            "\"clients\":{clients},\"keys\":{},\"watches\":{},\"lease_clients\":{},\"membership\":{},\"replace\":\"{:?}\",\"compact\":{}",
+            wcfg.keys,
+            serde_json::Value::String(format!("{:?}", extras.watches)),
+            extras.lease_clients,
+            extras.membership,
+            extras.replace,
+            extras.compact
+        ),
+    );
+    report.lock().expect("report lock").swarm.push_str(&format!(
+        "; {} KV clients over {} keys, watches {:?}, {} lease clients, membership cycle: {} (replacing member index {:?}), compaction: {}",
+        clients,
+        wcfg.keys,
+        extras.watches,
+        extras.lease_clients,
+        extras.membership,
+        extras.replace,
+        extras.compact
+    ));
+    // The current members' endpoints, kept up to date by the membership cycle (as an etcd
+    // client's endpoint sync would): watchers, the membership client and the checks after the
+    // heal use it; the KV and lease clients keep the original list.
+    let current: Arc<Mutex<Vec<Endpoint>>> = Arc::new(Mutex::new(endpoints.clone()));
+    let watch_control = Arc::new(WatchControl::default());
+    let mut watch_logs = Vec::new();
+    let mut watch_tasks = Vec::new();
+    for (w, (key, range_end, start)) in extras.watches.iter().enumerate() {
+        let host = handle
+            .create_node()
+            .name(format!("watcher{w}"))
+            .ip(IpAddr::V4(Ipv4Addr::new(10, 0, 3, w as u8 + 1)))
+            .build();
+        let log = Arc::new(Mutex::new(WatchLog {
+            watcher: w,
+            key: key.clone(),
+            range_end: range_end.clone(),
+            segments: Vec::new(),
+        }));
+        watch_logs.push(log.clone());
+        watch_tasks.push(host.spawn(crate::watcher::watcher(
+            world.clone(),
+            current.clone(),
+            log,
+            *start,
+            opts.seed ^ 0x7761_7463_6800 ^ ((w as u64 + 1) << 40),
+            watch_control.clone(),
+        )));
+    }
+    let lease_history = Arc::new(LeaseHistory::default());
+    for c in 0..extras.lease_clients {
+        let host = handle
+            .create_node()
+            .name(format!("leaser{c}"))
+            .ip(IpAddr::V4(Ipv4Addr::new(10, 0, 4, c as u8 + 1)))
+            .build();
+        client_tasks.push(host.spawn(crate::leases::client(
+            world.clone(),
+            lease_history.clone(),
+            endpoints.clone(),
+            c,
+            opts.seed ^ 0x6c65_6173_6500 ^ ((c as u64 + 1) << 40),
+            wcfg.timeout,
+            stop.clone(),
+        )));
+    }
+    if extras.compact {
+        let host = handle
+            .create_node()
+            .name("compactor")
+            .ip(IpAddr::V4(Ipv4Addr::new(10, 0, 5, 1)))
+            .build();
+        client_tasks.push(host.spawn(compactor(
+            world.clone(),
+            endpoints.clone(),
+            opts.seed ^ 0x636f_6d70_6163_7400,
+            stop.clone(),
+        )));
+    }
+    let member_log: Arc<Mutex<Vec<MemberOp>>> = Arc::default();
+    let member_abort = Arc::new(AtomicBool::new(false));
+    let member_done = Arc::new(AtomicBool::new(false));
+    let membership = extras.membership.then(|| {
+        let delay = Duration::from_millis(xrng.range(0, chaos.as_millis() as u64 / 2 + 1));
+        let fut = membership_cycle(
+            ctx.clone(),
+            current.clone(),
+            ctx.slots[0].cfg.cluster_id,
+            opts.seed ^ 0x6d65_6d62_6572,
+            delay,
+            extras.replace,
+            member_log.clone(),
+            member_abort.clone(),
+        );
+        let done = member_done.clone();
+        madsim::task::spawn(async move {
+            let outcome = fut.await;
+            done.store(true, Ordering::Relaxed);
+            outcome
+        })
+    });
     let faults: Vec<_> = schedule
         .iter()
         .cloned()
@@ -940,8 +1059,49 @@ async fn control_main(
             restart(&ctx, i);
         }
     }
-    let live = |ctx: &Ctx| -> Vec<usize> { (0..n).filter(|i| ctx.slots[*i].st().up).collect() };
-
+    // A membership cycle still running finishes now, so the cluster is back to its nominal size.
+    let mut membership_ok = true;
+    let mut joined: Option<Arc<Ctx>> = None;
+    let mut retired: Option<usize> = None;
+    if let Some(task) = membership {
+        wait_for(&world, MEMBERSHIP_AFTER_HEAL_MAX, || {
+            member_done.load(Ordering::Relaxed)
+        })
+        .await;
+        member_abort.store(true, Ordering::Relaxed);
+        let outcome = task.await.unwrap_or_default();
+        membership_ok = outcome.completed;
+        joined = outcome.joined;
+        retired = outcome.retired;
+        if !membership_ok {
+            world.fail(format!(
+                "membership: the add-learner/promote/remove cycle did not complete within {MEMBERSHIP_AFTER_HEAL_MAX:?} after healing"
+            ));
+        }
+    }
+    let original_endpoints = endpoints.clone();
+    let endpoints: Vec<Endpoint> = current.lock().expect("endpoints").clone();
+    // The current members that run: (name, member id, client URL).
+    let live = |ctx: &Ctx| -> Vec<(String, u64, String)> {
+        let mut out: Vec<(String, u64, String)> = (0..n)
+            .filter(|i| Some(*i) != retired && ctx.slots[*i].st().up)
+            .map(|i| {
+                let s = &ctx.slots[i];
+                (s.name.clone(), s.member, original_endpoints[i].url.clone())
+            })
+            .collect();
+        if let Some(j) = &joined {
+            let s = &j.slots[0];
+            if s.st().up {
+                out.push((
+                    s.name.clone(),
+                    s.member,
+                    format!("http://{}:{CLIENT_PORT}", s.ip),
+                ));
+            }
+        }
+        out
+    };
     let mut converged = true;
     if !wait_for(&world, HEAL_LEADER_MAX, || world.leader().is_some()).await {
         world.fail(format!(
@@ -984,16 +1144,13 @@ async fn control_main(
             let applied: BTreeSet<u64> = {
                 let g = world.lock();
                 ids.iter()
-                    .map(|i| g.status.get(&ctx.slots[*i].member).map_or(0, |o| o.applied))
+                    .map(|(_, member, _)| g.status.get(member).map_or(0, |o| o.applied))
                     .collect()
             };
             if applied.len() == 1 {
                 let mut snaps = Vec::new();
-                for i in &ids {
-                    snaps.push((
-                        ctx.slots[*i].name.clone(),
-                        snapshot_of(&endpoints[*i].url).await,
-                    ));
+                for (name, _, url) in &ids {
+                    snaps.push((name.clone(), snapshot_of(url).await));
                 }
                 let first = snaps[0].1.clone();
                 if first.is_some() && snaps.iter().all(|(_, s)| *s == first) {
@@ -1037,6 +1194,235 @@ async fn control_main(
     }
     let ops: Vec<Op> = history.finish();
 
+    // Leases: once nobody keeps them alive, every leased key goes, on every member.
+    let mut extra_failures = Vec::new();
+    if converged && extras.lease_clients > 0 {
+        let start = world.now();
+        let mut left = None;
+        let mut k = 0;
+        while world.now() - start < LEASE_EXPIRY_MAX {
+            k += 1;
+            left = leased_keys(&endpoints[k % endpoints.len()].url, true).await;
+            if left.as_ref().is_some_and(|l| l.is_empty()) {
+                break;
+            }
+            madsim::time::sleep(Duration::from_millis(500)).await;
+        }
+        if !left.as_ref().is_some_and(|l| l.is_empty()) {
+            extra_failures.push(format!(
+                "lease: leased keys still present {LEASE_EXPIRY_MAX:?} after the workload stopped: {left:?}"
+            ));
+        } else {
+            // Every live member applies the expiries too.
+            let start = world.now();
+            let mut last = Vec::new();
+            while world.now() - start < HEAL_CONVERGE_MAX {
+                last.clear();
+                for (name, _, url) in live(&ctx) {
+                    let l = leased_keys(&url, false).await;
+                    if !l.as_ref().is_some_and(|l| l.is_empty()) {
+                        last.push(format!("{name}: {l:?}"));
+                    }
+                }
+                if last.is_empty() {
+                    break;
+                }
+                madsim::time::sleep(Duration::from_millis(200)).await;
+            }
+            if !last.is_empty() {
+                extra_failures.push(format!(
+                    "lease: expired leases' keys still on members: {}",
+                    last.join("; ")
+                ));
+            }
+        }
+    }
+    // Membership: every answer to a change carries the list after the change, and every live
+    // member lists what the acknowledged changes imply, all voters: the original members, with
+    // the replaced one swapped for the new one if the cycle replaced a member.
+    extra_failures.extend(
+        checker::check_member_ops(&member_log.lock().expect("member log"))
+            .into_iter()
+            .map(|v| format!("membership: {v}")),
+    );
+    if converged && membership_ok {
+        let mut expected: Vec<(u64, bool)> = ctx
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != retired)
+            .map(|(_, s)| (s.member, false))
+            .collect();
+        if let Some(j) = &joined {
+            expected.push((j.slots[0].member, false));
+        }
+        let lists = member_lists(&world, &live(&ctx)).await;
+        extra_failures.extend(
+            checker::check_members(&lists, &expected)
+                .into_iter()
+                .map(|v| format!("membership: {v}")),
+        );
+    }
+    // Watches: every watcher catches up with the converged revision, then one reference watch
+    // from revision 1 reads the whole committed history to judge them by.
+    let mut watch_logs_done: Vec<WatchLog> = Vec::new();
+    if !watch_tasks.is_empty() {
+        if let Some((rev, _)) = &final_snapshot {
+            watch_control.target.store(*rev, Ordering::Relaxed);
+            let start = world.now();
+            while world.now() - start < WATCH_CATCH_UP_MAX
+                && watch_logs.iter().any(|l| {
+                    let l = l.lock().expect("watch log");
+                    l.segments.last().map_or(0, |s| s.covered_to()) < *rev
+                })
+            {
+                madsim::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        watch_control.give_up.store(true, Ordering::Relaxed);
+        for t in watch_tasks {
+            let _ = t.await;
+        }
+        watch_logs_done = watch_logs
+            .iter()
+            .map(|l| l.lock().expect("watch log").clone())
+            .collect();
+        if let Some((rev, kvs)) = &final_snapshot {
+            for l in &watch_logs_done {
+                let covered = l.segments.last().map_or(0, |s| s.covered_to());
+                if covered < *rev {
+                    extra_failures.push(format!(
+                        "watch: watcher {} delivered only up to revision {covered}, not the converged {rev}, {WATCH_CATCH_UP_MAX:?} after healing ({} streams)",
+                        l.watcher,
+                        l.segments.len()
+                    ));
+                }
+            }
+            let upto = watch_logs_done
+                .iter()
+                .flat_map(|l| l.segments.iter().map(|s| s.delivered_to()))
+                .max()
+                .unwrap_or(0)
+                .max(*rev);
+            let reference_log = Arc::new(Mutex::new(WatchLog {
+                watcher: usize::MAX,
+                key: "\0".into(),
+                range_end: "\0".into(),
+                segments: Vec::new(),
+            }));
+            let control = Arc::new(WatchControl::default());
+            control.target.store(upto, Ordering::Relaxed);
+            let host = handle
+                .create_node()
+                .name("reference-watch")
+                .ip(IpAddr::V4(Ipv4Addr::new(10, 0, 3, 200)))
+                .build();
+            let task = host.spawn(crate::watcher::watcher(
+                world.clone(),
+                current.clone(),
+                reference_log.clone(),
+                1,
+                opts.seed ^ 0x7265_6600,
+                control.clone(),
+            ));
+            wait_for(&world, WATCH_CATCH_UP_MAX, || {
+                reference_log
+                    .lock()
+                    .expect("watch log")
+                    .segments
+                    .last()
+                    .map_or(0, |s| s.covered_to())
+                    >= upto
+            })
+            .await;
+            control.give_up.store(true, Ordering::Relaxed);
+            let _ = task.await;
+            let reference_log = reference_log.lock().expect("watch log").clone();
+            let reference_hi = reference_log.segments.last().map_or(0, |s| s.covered_to());
+            // After a compaction the reference resumed at the floor F. Compaction keeps
+            // revision F readable but drops a tombstone at F (as etcd's key index does), so a
+            // watch from F may lack a delete at F: judge events from F + 1 on, on top of the
+            // keyspace read at F.
+            let floor = reference_log
+                .segments
+                .windows(2)
+                .filter(|w| matches!(w[0].end, crate::history::SegmentEnd::Compacted(_)))
+                .map(|w| w[1].start_rev)
+                .max()
+                .unwrap_or(1);
+            let reference_from = if floor > 1 { floor + 1 } else { 1 };
+            let mut base: Vec<checker::FinalKv> = Vec::new();
+            if floor > 1 {
+                let mut read = None;
+                for ep in &endpoints {
+                    read = keyspace_at(&ep.url, floor).await;
+                    if read.is_some() {
+                        break;
+                    }
+                }
+                match read {
+                    Some(kvs) => base = kvs,
+                    None => extra_failures.push(format!(
+                        "watch: cannot read the keyspace at the compaction floor {floor}"
+                    )),
+                }
+            }
+            // The reference is a watch like the others: judge its own order and continuity
+            // against itself, then against the acknowledged writes and the converged keyspace.
+            let reference: Vec<_> = reference_log
+                .segments
+                .iter()
+                .flat_map(|s| s.events.iter().cloned())
+                .filter(|e| e.rev >= reference_from)
+                .collect();
+            if reference_hi < upto {
+                extra_failures.push(format!(
+                    "watch: the reference watch from revision 1 covered only up to {reference_hi}, not {upto}"
+                ));
+            }
+            let lease_ops = lease_history.finish();
+            let fin: Vec<checker::FinalKv> = kvs
+                .iter()
+                .map(|(k, v, c, m, ver)| {
+                    (
+                        String::from_utf8_lossy(k).into_owned(),
+                        String::from_utf8_lossy(v).into_owned(),
+                        *c,
+                        *m,
+                        *ver,
+                    )
+                })
+                .collect();
+            let mut v = checker::check_watches(
+                std::slice::from_ref(&reference_log),
+                &reference,
+                reference_from,
+                reference_hi,
+            );
+            v.extend(checker::check_reference(
+                &reference,
+                reference_hi,
+                &ops,
+                &lease_ops,
+                (if floor > 1 { floor } else { 1 }, &base),
+                Some((*rev, &fin)),
+            ));
+            v.extend(checker::check_watches(
+                &watch_logs_done,
+                &reference,
+                reference_from,
+                reference_hi,
+            ));
+            extra_failures.extend(v.into_iter().map(|m| format!("watch: {m}")));
+        }
+    }
+    let lease_ops = lease_history.finish();
+    extra_failures.extend(
+        checker::check_leases(&lease_ops)
+            .into_iter()
+            .map(|v| format!("lease: {v}")),
+    );
+
     // Judge.
     let mut failures = Vec::new();
     {
@@ -1053,6 +1439,7 @@ async fn control_main(
         }
         failures.extend(g.failures.iter().cloned());
     }
+    failures.extend(extra_failures);
     let verdict = checker::check(&ops);
     failures.extend(
         verdict
@@ -1071,15 +1458,571 @@ async fn control_main(
     for op in &ops {
         hash = crate::world::fnv(hash, format!("{op:?}").as_bytes());
     }
+    for op in &lease_ops {
+        hash = crate::world::fnv(hash, format!("{op:?}").as_bytes());
+    }
+    for l in &watch_logs_done {
+        hash = crate::world::fnv(hash, format!("{l:?}").as_bytes());
+    }
+    for op in member_log.lock().expect("member log").iter() {
+        hash = crate::world::fnv(hash, format!("{op:?}").as_bytes());
+    }
     let g = world.lock();
     hash = crate::world::fnv(hash, &g.hash.to_le_bytes());
     let mut r = report.lock().expect("report lock");
     r.failures = failures;
     r.inconclusive = verdict.inconclusive;
     r.hash = hash;
-    r.ops = ops.len();
+    r.ops = ops.len() + lease_ops.len();
     r.sim_time = world.now();
     if opts.trace {
         r.trace = g.trace.clone();
     }
+}
+
+/// The workload parts drawn per seed on top of the KV clients (swarm style: each seed has some,
+/// so the other checkers keep their power on seeds without them).
+#[derive(Debug, Clone)]
+struct Extras {
+    /// Per watcher: key, range_end, start revision (0: from now).
+    watches: Vec<(String, String, i64)>,
+    lease_clients: usize,
+    /// Add a learner, promote it, remove it, while the faults run.
+    membership: bool,
+    /// A client compacts the history every few seconds (watchers then see compacted cancels).
+    compact: bool,
+    /// The membership cycle replaces this original member by the new one instead of removing
+    /// the new one again.
+    replace: Option<usize>,
+}
+
+impl Extras {
+    fn draw(rng: &mut SplitMix64, keys: usize, nodes: usize) -> Extras {
+        let watchers = if rng.range(0, 3) == 0 {
+            0
+        } else {
+            rng.range(1, 4) as usize
+        };
+        let mut watches = Vec::new();
+        for _ in 0..watchers {
+            let (key, range_end) = match rng.range(0, 3) {
+                0 => ("\0".to_string(), "\0".to_string()),
+                1 => ("k".to_string(), "l".to_string()),
+                _ => (format!("k{}", rng.range(0, keys as u64)), String::new()),
+            };
+            let start = match rng.range(0, 3) {
+                0 => 0,
+                1 => 1,
+                _ => rng.range(1, 40) as i64,
+            };
+            watches.push((key, range_end, start));
+        }
+        let lease_clients = if rng.range(0, 2) == 0 {
+            0
+        } else {
+            rng.range(1, 3) as usize
+        };
+        let membership = rng.range(0, 3) == 0;
+        let compact = rng.range(0, 3) == 0;
+        let replace = (rng.range(0, 2) == 0).then(|| rng.range(0, nodes as u64) as usize);
+        Extras {
+            watches,
+            lease_clients,
+            membership,
+            compact,
+            replace: replace.filter(|_| membership),
+        }
+    }
+}
+
+/// How long the heal phase waits for an unfinished membership cycle, the watchers and the leases.
+const MEMBERSHIP_AFTER_HEAL_MAX: Duration = Duration::from_secs(60);
+const WATCH_CATCH_UP_MAX: Duration = Duration::from_secs(20);
+const LEASE_EXPIRY_MAX: Duration = Duration::from_secs(30);
+
+/// Records a membership call in the trace and the membership log.
+fn member_op(world: &World, log: &Mutex<Vec<MemberOp>>, op: MemberOp) {
+    world.event(
+        "member_change",
+        format!(
+            "\"what\":\"{}\",\"member\":\"{:x}\",\"node\":\"{}\",\"result\":{},\"members\":\"{:x?}\"",
+            op.what,
+            op.member,
+            op.node,
+            serde_json::Value::String(op.result.clone()),
+            op.members
+        ),
+    );
+    log.lock().expect("member log").push(op);
+}
+
+/// One Cluster call with a deadline: Ok(members as (id, learner, name, peer urls)) or the error.
+async fn cluster_call(
+    url: &str,
+    what: &str,
+    spare_url: &str,
+    id: u64,
+) -> Result<Vec<(u64, bool, String, Vec<String>)>, String> {
+    use cairn::proto::etcdserverpb::cluster_client::ClusterClient;
+    use cairn::proto::etcdserverpb::{
+        MemberAddRequest, MemberListRequest, MemberPromoteRequest, MemberRemoveRequest,
+    };
+    let fut = async {
+        let mut c = ClusterClient::connect(url.to_string())
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let members = match what {
+            "add-learner" => c
+                .member_add(MemberAddRequest {
+                    peer_ur_ls: vec![spare_url.to_string()],
+                    is_learner: true,
+                })
+                .await
+                .map(|r| r.into_inner().members),
+            "promote" => c
+                .member_promote(MemberPromoteRequest { id })
+                .await
+                .map(|r| r.into_inner().members),
+            "remove" => c
+                .member_remove(MemberRemoveRequest { id })
+                .await
+                .map(|r| r.into_inner().members),
+            _ => c
+                .member_list(MemberListRequest {
+                    linearizable: what == "list-linearizable",
+                })
+                .await
+                .map(|r| r.into_inner().members),
+        }
+        .map_err(|s| s.message().to_string())?;
+        Ok(members
+            .into_iter()
+            .map(|m| (m.id, m.is_learner, m.name, m.peer_ur_ls))
+            .collect())
+    };
+    madsim::time::timeout(Duration::from_secs(3), fut)
+        .await
+        .unwrap_or_else(|_| Err("client timeout".into()))
+}
+
+/// Adds a fresh member as a learner, starts it with an empty disk joining the running cluster,
+/// promotes it, and removes it again (or, with `replace`, removes that original member
+/// instead), all while the nemesis runs; each step is retried until it is acknowledged (a retry
+/// after an unknown outcome may learn that the step already happened).
+#[allow(clippy::too_many_arguments)]
+async fn membership_cycle(
+    ctx: Arc<Ctx>,
+    endpoints: Arc<Mutex<Vec<Endpoint>>>,
+    cluster_id: u64,
+    seed: u64,
+    delay: Duration,
+    replace: Option<usize>,
+    log: Arc<Mutex<Vec<MemberOp>>>,
+    abort: Arc<AtomicBool>,
+) -> MembershipOutcome {
+    let world = ctx.world.clone();
+    let mut rng = SplitMix64::new(seed);
+    madsim::time::sleep(delay).await;
+    let n = ctx.slots.len();
+    let ip = Ipv4Addr::new(10, 0, 0, n as u8 + 1);
+    let spare_url = format!("http://{ip}:2380");
+    let name = format!("n{}", n + 1);
+    let step = |what: &'static str, id: u64, rng: &mut SplitMix64| {
+        let ep = {
+            let eps = endpoints.lock().expect("endpoints");
+            eps[rng.range(0, eps.len() as u64) as usize].clone()
+        };
+        let world = world.clone();
+        let log = log.clone();
+        let spare_url = spare_url.clone();
+        async move {
+            let invoke_ns = world.now().as_nanos() as u64;
+            let r = cluster_call(&ep.url, what, &spare_url, id).await;
+            member_op(
+                &world,
+                &log,
+                MemberOp {
+                    what: what.to_string(),
+                    member: id,
+                    node: ep.name.clone(),
+                    invoke_ns,
+                    complete_ns: world.now().as_nanos() as u64,
+                    result: match &r {
+                        Ok(_) => "ok".into(),
+                        Err(e) => e.clone(),
+                    },
+                    members: match &r {
+                        Ok(m) => m.iter().map(|(id, l, _, _)| (*id, *l)).collect(),
+                        Err(_) => Vec::new(),
+                    },
+                },
+            );
+            r
+        }
+    };
+    // Add as a learner; after an unknown outcome the URL may already be there.
+    let mut members = None;
+    while members.is_none() {
+        if abort.load(Ordering::Relaxed) {
+            return MembershipOutcome::default();
+        }
+        match step("add-learner", 0, &mut rng).await {
+            Ok(m) => members = Some(m),
+            Err(e) if e.contains("Peer URLs already exists") => {
+                if let Ok(m) = step("list-linearizable", 0, &mut rng).await {
+                    members = Some(m);
+                }
+            }
+            Err(_) => madsim::time::sleep(Duration::from_millis(300)).await,
+        }
+    }
+    let members = members.expect("added");
+    let Some(spare) = members
+        .iter()
+        .find(|m| m.3 == [spare_url.clone()])
+        .map(|m| m.0)
+    else {
+        world.fail(format!(
+            "membership: {spare_url} was added but is not in the member list {members:?}"
+        ));
+        return MembershipOutcome::default();
+    };
+    // Start it: an empty disk, joining the running cluster.
+    // The new member has no published name yet: it goes by the one it will publish.
+    let initial: Vec<InitialMember> = members
+        .iter()
+        .map(|(id, _, published, urls)| InitialMember {
+            id: *id,
+            name: if *id == spare {
+                name.clone()
+            } else {
+                published.clone()
+            },
+            peer_urls: urls.clone(),
+        })
+        .collect();
+    let base = ctx.slots[0]
+        .cfg
+        .data_dir
+        .parent()
+        .map(|p| p.to_path_buf())
+        .unwrap_or_default();
+    let mut cfg = ctx.slots[0].cfg.clone();
+    cfg.name = name.clone();
+    cfg.data_dir = base.join(&name);
+    cfg.member_id = spare;
+    cfg.cluster_id = cluster_id;
+    cfg.initial_cluster = initial;
+    cfg.client_urls = vec![format!("http://{ip}:{CLIENT_PORT}")];
+    cfg.join_existing = true;
+    let slot = Slot {
+        name: name.clone(),
+        member: spare,
+        ip,
+        disk: SimDisk::new(),
+        skew: Skew::new(Duration::from_millis(rng.range(0, 2000)), 1_000_000),
+        cfg,
+        madsim_id: Mutex::new(None),
+        state: Mutex::new(SlotState::default()),
+    };
+    let spare_ctx = Arc::new(Ctx {
+        seed: ctx.seed ^ 0x5350_4152_4500,
+        world: world.clone(),
+        slots: vec![slot],
+        rng: Mutex::new(SplitMix64::new(seed ^ 0xd15c)),
+    });
+    let c = spare_ctx.clone();
+    let node = madsim::runtime::Handle::current()
+        .create_node()
+        .name(name.clone())
+        .ip(IpAddr::V4(ip))
+        .init(move || member_main(c.clone(), 0))
+        .build();
+    *spare_ctx.slots[0].madsim_id.lock().expect("slot lock") = Some(node.id());
+    endpoints.lock().expect("endpoints").push(Endpoint {
+        name: name.clone(),
+        url: format!("http://{ip}:{CLIENT_PORT}"),
+    });
+    world.event(
+        "member_join",
+        format!("\"node\":\"{name}\",\"member\":\"{spare:x}\""),
+    );
+    // The nemesis's schedule covers the nominal members only; the new member gets a fault of
+    // its own while it is in the cluster: a crash (maybe tearing its WAL tail) and restart from
+    // its own disk, or an isolation from every other member.
+    let removed = Arc::new(AtomicBool::new(false));
+    let calm = Arc::new(AtomicBool::new(false));
+    let spare_fault = {
+        let spare_ctx = spare_ctx.clone();
+        let removed = removed.clone();
+        let calm = calm.clone();
+        let world = world.clone();
+        let others: Vec<u64> = ctx.slots.iter().map(|s| s.member).collect();
+        let kind = rng.range(0, 3);
+        let at = Duration::from_millis(rng.range(0, 5000));
+        let dur = Duration::from_millis(rng.range(200, 3000));
+        let torn = rng.range(0, 2) == 0;
+        madsim::task::spawn(async move {
+            madsim::time::sleep(at).await;
+            if calm.load(Ordering::Relaxed) {
+                return;
+            }
+            match kind {
+                0 => {
+                    world.event(
+                        "spare_fault",
+                        format!(
+                            "\"fault\":\"kill\",\"torn\":{torn},\"ms\":{}",
+                            dur.as_millis()
+                        ),
+                    );
+                    kill(&spare_ctx, 0, torn);
+                    madsim::time::sleep(dur).await;
+                    if !removed.load(Ordering::Relaxed) {
+                        restart(&spare_ctx, 0);
+                    }
+                }
+                1 => {
+                    world.event(
+                        "spare_fault",
+                        format!("\"fault\":\"isolate\",\"ms\":{}", dur.as_millis()),
+                    );
+                    let links: Vec<(u64, u64)> = others
+                        .iter()
+                        .flat_map(|o| [(spare, *o), (*o, spare)])
+                        .collect();
+                    world.block(&links);
+                    madsim::time::sleep(dur).await;
+                    world.unblock(&links);
+                }
+                _ => {}
+            }
+        })
+    };
+    // Promote once it has caught up (the leader refuses until then).
+    madsim::time::sleep(Duration::from_millis(rng.range(500, 4000))).await;
+    loop {
+        if abort.load(Ordering::Relaxed) {
+            return MembershipOutcome::default();
+        }
+        match step("promote", spare, &mut rng).await {
+            Ok(_) => break,
+            Err(e) if e.contains("can only promote a learner member") && !e.contains("in sync") => {
+                break
+            }
+            Err(_) => madsim::time::sleep(Duration::from_millis(300)).await,
+        }
+    }
+    // Remove it again, or remove the original member it replaces: the cluster goes back to its
+    // nominal size.
+    madsim::time::sleep(Duration::from_millis(rng.range(500, 4000))).await;
+    if let Some(r) = replace {
+        let old = ctx.slots[r].member;
+        // It may learn of its removal and stop: the right reaction.
+        ctx.slots[r].st().removing = true;
+        loop {
+            if abort.load(Ordering::Relaxed) {
+                return MembershipOutcome::default();
+            }
+            match step("remove", old, &mut rng).await {
+                Ok(_) => break,
+                Err(e) if e.contains("member not found") => break,
+                Err(_) => madsim::time::sleep(Duration::from_millis(300)).await,
+            }
+        }
+        {
+            let mut st = ctx.slots[r].st();
+            st.retired = true;
+            // Nothing restarts it or takes it for a fault any more.
+            st.corrupted = true;
+        }
+        if ctx.slots[r].st().up {
+            kill(&ctx, r, false);
+        }
+        let gone = ctx.slots[r].name.clone();
+        endpoints
+            .lock()
+            .expect("endpoints")
+            .retain(|e| e.name != gone);
+        world.event(
+            "member_removed",
+            format!("\"node\":\"{}\",\"member\":\"{old:x}\"", ctx.slots[r].name),
+        );
+        calm.store(true, Ordering::Relaxed);
+        let _ = spare_fault.await;
+        return MembershipOutcome {
+            completed: true,
+            joined: Some(spare_ctx),
+            retired: Some(r),
+        };
+    }
+    spare_ctx.slots[0].st().removing = true;
+    loop {
+        if abort.load(Ordering::Relaxed) {
+            return MembershipOutcome::default();
+        }
+        match step("remove", spare, &mut rng).await {
+            Ok(_) => break,
+            Err(e) if e.contains("member not found") => break,
+            Err(_) => madsim::time::sleep(Duration::from_millis(300)).await,
+        }
+    }
+    // A removed member stops (it may not have learned it was removed: stop it, as etcd's peers
+    // would by refusing its messages).
+    removed.store(true, Ordering::Relaxed);
+    calm.store(true, Ordering::Relaxed);
+    let _ = spare_fault.await;
+    if spare_ctx.slots[0].st().up {
+        kill(&spare_ctx, 0, false);
+    }
+    endpoints
+        .lock()
+        .expect("endpoints")
+        .retain(|e| e.name != name);
+    world.event(
+        "member_removed",
+        format!("\"node\":\"{name}\",\"member\":\"{spare:x}\""),
+    );
+    MembershipOutcome {
+        completed: true,
+        joined: None,
+        retired: None,
+    }
+}
+
+/// How a membership cycle ended: whether every step was acknowledged, the new member if it
+/// stays (it replaced an original one), and the original member it replaced.
+#[derive(Default)]
+struct MembershipOutcome {
+    completed: bool,
+    joined: Option<Arc<Ctx>>,
+    retired: Option<usize>,
+}
+
+/// Every live member's member list: (name, [(id, learner)]).
+async fn member_lists(
+    world: &World,
+    live: &[(String, u64, String)],
+) -> Vec<(String, Vec<(u64, bool)>)> {
+    let mut out = Vec::new();
+    for (name, _, url) in live {
+        let list = match cluster_call(url, "list", "", 0).await {
+            Ok(m) => m.into_iter().map(|(id, l, _, _)| (id, l)).collect(),
+            Err(e) => {
+                world.fail(format!("{name}: member list failed after healing: {e}"));
+                continue;
+            }
+        };
+        out.push((name.clone(), list));
+    }
+    out
+}
+
+/// Counts the leased keys a member holds (serializable: its own state) or the cluster holds
+/// (linearizable).
+async fn leased_keys(url: &str, linearizable: bool) -> Option<Vec<String>> {
+    let fut = async {
+        let mut c = KvClient::connect(url.to_string()).await.ok()?;
+        let r = c
+            .range(RangeRequest {
+                key: crate::leases::LEASED_PREFIX.as_bytes().to_vec(),
+                range_end: vec![crate::leases::LEASED_PREFIX.as_bytes()[0] + 1],
+                serializable: !linearizable,
+                keys_only: true,
+                ..Default::default()
+            })
+            .await
+            .ok()?
+            .into_inner();
+        Some(
+            r.kvs
+                .iter()
+                .map(|kv| String::from_utf8_lossy(&kv.key).into_owned())
+                .collect(),
+        )
+    };
+    madsim::time::timeout(Duration::from_secs(2), fut)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Compacts the history every 1–4 s to a revision a little below the current one, until `stop`.
+async fn compactor(world: Arc<World>, endpoints: Vec<Endpoint>, seed: u64, stop: Arc<AtomicBool>) {
+    use cairn::proto::etcdserverpb::CompactionRequest;
+    let mut rng = SplitMix64::new(seed);
+    while !stop.load(Ordering::Relaxed) {
+        madsim::time::sleep(Duration::from_millis(rng.range(1000, 4000))).await;
+        let ep = &endpoints[rng.range(0, endpoints.len() as u64) as usize];
+        let probe = OpKind::Get {
+            key: "k0".into(),
+            linearizable: false,
+        };
+        let Outcome::Ok(r) = workload::call(&ep.url, &probe, Duration::from_secs(1)).await else {
+            continue;
+        };
+        let revision = (r.rev() - rng.range(0, 10) as i64).max(1);
+        let ep = &endpoints[rng.range(0, endpoints.len() as u64) as usize];
+        let fut = async {
+            let mut c = KvClient::connect(ep.url.clone())
+                .await
+                .map_err(|e| format!("connect: {e}"))?;
+            c.compact(CompactionRequest {
+                revision,
+                physical: false,
+            })
+            .await
+            .map(|_| ())
+            .map_err(|s| s.message().to_string())
+        };
+        let result = madsim::time::timeout(Duration::from_secs(2), fut)
+            .await
+            .unwrap_or_else(|_| Err("client timeout".into()));
+        world.event(
+            "compact",
+            format!(
+                "\"node\":\"{}\",\"revision\":{revision},\"result\":{}",
+                ep.name,
+                serde_json::Value::String(match result {
+                    Ok(()) => "ok".into(),
+                    Err(e) => e,
+                })
+            ),
+        );
+    }
+}
+
+/// The whole keyspace at `revision` (a linearizable read), as the checkers' rows.
+async fn keyspace_at(url: &str, revision: i64) -> Option<Vec<checker::FinalKv>> {
+    let fut = async {
+        let mut c = KvClient::connect(url.to_string()).await.ok()?;
+        let r = c
+            .range(RangeRequest {
+                key: vec![0],
+                range_end: vec![0],
+                revision,
+                ..Default::default()
+            })
+            .await
+            .ok()?
+            .into_inner();
+        Some(
+            r.kvs
+                .into_iter()
+                .map(|kv| {
+                    (
+                        String::from_utf8_lossy(&kv.key).into_owned(),
+                        String::from_utf8_lossy(&kv.value).into_owned(),
+                        kv.create_revision,
+                        kv.mod_revision,
+                        kv.version,
+                    )
+                })
+                .collect(),
+        )
+    };
+    madsim::time::timeout(Duration::from_secs(2), fut)
+        .await
+        .ok()
+        .flatten()
 }

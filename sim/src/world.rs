@@ -30,9 +30,6 @@ pub struct NetFaults {
     pub dup_ppm: u64,
     pub delay_min: Duration,
     pub delay_max: Duration,
-    /// Duplicate forwarded proposals (MsgPropose) too. Off by default: cairn applies a
-    /// duplicated proposal twice (see docs/simulation.md), a known finding.
-    pub dup_proposals: bool,
 }
 
 pub struct NetState {
@@ -357,9 +354,7 @@ impl World {
                 }
                 return;
             }
-            let may_dup =
-                f.dup_proposals || msg.get_msg_type() != raft::eraftpb::MessageType::MsgPropose;
-            let copies = if may_dup && f.dup_ppm > 0 && net.rng.range(0, 1_000_000) < f.dup_ppm {
+            let copies = if f.dup_ppm > 0 && net.rng.range(0, 1_000_000) < f.dup_ppm {
                 2
             } else {
                 1

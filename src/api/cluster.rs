@@ -106,8 +106,13 @@ impl Cluster for ClusterService {
 
     async fn member_list(
         &self,
-        _request: Request<MemberListRequest>,
+        request: Request<MemberListRequest>,
     ) -> Result<Response<MemberListResponse>, Status> {
+        // Like etcd 3.5's `linearizable` flag: the list reflects every change committed before
+        // the request, not only what this member has applied.
+        if request.into_inner().linearizable {
+            self.server.read_index().await?;
+        }
         let members = self.server.members()?;
         Ok(Response::new(MemberListResponse {
             header: self.header(),

@@ -1,6 +1,6 @@
 //! The Ready loop: one task per member owns the raft-rs `RawNode`, the WAL and the apply path.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -173,14 +173,14 @@ pub struct Node {
     events: tokio::sync::broadcast::Sender<Arc<Vec<Event>>>,
     metrics: Arc<Metrics>,
     members: Vec<Member>,
-    conf_waiters: HashMap<u64, ConfChangeReply>,
+    conf_waiters: BTreeMap<u64, ConfChangeReply>,
     /// When each peer was last heard from: the leader's view of which members are running.
-    last_heard: HashMap<u64, Duration>,
+    last_heard: BTreeMap<u64, Duration>,
     /// Leadership transfers in flight: transferee, deadline, waiter.
     transfers: Vec<(u64, Duration, TransferReply)>,
     lessor: Arc<Lessor>,
     last_leader: u64,
-    waiters: HashMap<u64, oneshot::Sender<ProposalResult>>,
+    waiters: BTreeMap<u64, oneshot::Sender<ProposalResult>>,
     parked: VecDeque<Parked>,
     /// Read batches by their ReadIndex context id.
     reads: BTreeMap<u64, ReadBatch>,
@@ -210,12 +210,12 @@ impl Node {
             events: parts.events,
             metrics: parts.metrics,
             members: parts.members,
-            conf_waiters: HashMap::new(),
-            last_heard: HashMap::new(),
+            conf_waiters: BTreeMap::new(),
+            last_heard: BTreeMap::new(),
             transfers: Vec::new(),
             lessor: parts.lessor,
             last_leader: 0,
-            waiters: HashMap::new(),
+            waiters: BTreeMap::new(),
             parked: VecDeque::new(),
             reads: BTreeMap::new(),
             next_read_id: 1,
@@ -305,7 +305,9 @@ impl Node {
             .sync()
             .map_err(|e| NodeError::Storage(e.to_string()))?;
         self.wal.sync().map_err(|e| NodeError::Wal(e.to_string()))?;
-        for (_, w) in self.waiters.drain() {
+        // In request-id order: the order in which waiting clients hear of the stop is
+        // observable, and a hash map's order would differ from run to run.
+        for (_, w) in std::mem::take(&mut self.waiters) {
             let _ = w.send(Err(RequestError::Stopped));
         }
         Ok(())

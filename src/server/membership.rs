@@ -122,7 +122,9 @@ pub fn apply_change(members: &mut Vec<Member>, change: Change, node_id: u64, con
             match members.iter_mut().find(|m| m.id == node_id) {
                 // Promotion of a learner, or a replayed add: keep what is known, update the role.
                 Some(m) => {
-                    m.is_learner = learner;
+                    if !crate::bugs::active(crate::bugs::Bug::PromoteKeepsLearner) {
+                        m.is_learner = learner;
+                    }
                     if let Some(d) = described {
                         if !d.peer_urls.is_empty() {
                             m.peer_urls = d.peer_urls;

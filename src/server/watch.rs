@@ -579,6 +579,9 @@ impl WatchStream {
             _ => end,
         };
         w.next_rev = read_to + 1;
+        if read_to == current && crate::bugs::active(crate::bugs::Bug::WatchSkipRevision) {
+            w.next_rev += 1;
+        }
         if read_to == current {
             w.phase = Phase::Synced;
         }
