@@ -1505,3 +1505,74 @@ fn member_script(kind: Kind) -> Vec<(String, String)> {
     );
     seen
 }
+
+// ---------------------------------------------------------------------------------------------
+// Leases held through a follower.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn leases_are_kept_alive_and_read_through_a_follower() {
+    lease_through_follower(Kind::Cairn);
+}
+
+#[test]
+fn etcd_passes_the_follower_lease_check() {
+    lease_through_follower(Kind::Etcd);
+}
+
+/// A client whose endpoint is a follower grants a short lease, attaches a key, keeps the lease
+/// alive on that follower for longer than its TTL, and asks the follower for its time to live:
+/// the follower forwards keep-alives and time-to-live to the leader, which alone tracks deadlines.
+fn lease_through_follower(kind: Kind) {
+    const TTL_SECS: u64 = 3;
+    let cluster = Cluster::start(kind, 3, &[]);
+    let all = cluster.all();
+    let leader = cluster.wait_leader(&all, LEADER_TIMEOUT);
+    let follower = cluster.others(&[leader])[0];
+    let ep = cluster.members[follower].endpoint();
+
+    let grant = etcdctl(&ep, &["lease", "grant", &TTL_SECS.to_string()], None);
+    assert!(grant.success(), "{grant:?}");
+    let id = grant.stdout.split_whitespace().nth(1).unwrap().to_string();
+    let put = etcdctl(&ep, &["put", "held", "v", "--lease", &id], None);
+    assert!(put.success(), "{put:?}");
+
+    let mut keeper = common::etcdctl_command(&ep, &["lease", "keep-alive", &id])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn etcdctl lease keep-alive");
+    std::thread::sleep(Duration::from_secs(2 * TTL_SECS + 1));
+    let ttl = etcdctl(&ep, &["lease", "timetolive", &id, "--keys"], None);
+    let held = cluster.get(follower, "held", false);
+    let _ = keeper.kill();
+    let out = keeper.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let renewals = stdout
+        .lines()
+        .filter(|l| l.contains(&format!("keepalived with TTL({TTL_SECS})")))
+        .count();
+    assert!(
+        renewals >= 2,
+        "{}: keep-alive through a follower:\n{stdout}\n{}",
+        kind.label(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        held,
+        Ok(Some("v".into())),
+        "{}: the key outlived its TTL",
+        kind.label()
+    );
+    assert!(ttl.success(), "{ttl:?}");
+    assert!(
+        ttl.stdout
+            .contains(&format!("granted with TTL({TTL_SECS}s)"))
+            && ttl.stdout.contains("attached keys([held])")
+            && !ttl.stdout.contains("remaining(-1s)")
+            && !ttl.stdout.contains("already expired"),
+        "{}: {}",
+        kind.label(),
+        ttl.stdout
+    );
+}

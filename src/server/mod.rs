@@ -442,7 +442,8 @@ impl Server {
     }
 
     /// One keep-alive: renews the lease on the leader and answers its TTL (0 for an unknown lease,
-    /// as etcd does). Keep-alives are not replicated; only the leader tracks deadlines.
+    /// as etcd does). Keep-alives are not replicated; only the leader tracks deadlines, so a
+    /// member that is not the leader refuses (the Lease service forwards to the leader first).
     pub fn lease_keep_alive(&self, id: i64) -> Result<LeaseKeepAliveResponse, RequestError> {
         let st = self.node_status();
         if !st.is_leader {
@@ -457,11 +458,16 @@ impl Server {
             .lessor
             .renew(id, self.inner.clock.now())
             .unwrap_or(0);
-        Ok(LeaseKeepAliveResponse {
+        Ok(self.lease_keep_alive_answer(id, ttl))
+    }
+
+    /// The answer to a keep-alive the leader renewed to `ttl`, with this member's header.
+    pub fn lease_keep_alive_answer(&self, id: i64, ttl: i64) -> LeaseKeepAliveResponse {
+        LeaseKeepAliveResponse {
             header: Some(self.header(self.inner.store.current_revision())),
             id,
             ttl,
-        })
+        }
     }
 
     /// Remaining and granted TTL of a lease; TTL -1 for an unknown lease, as etcd answers.
