@@ -304,7 +304,10 @@ async fn sigterm_then_restart(kind: Kind) {
     let stale = if kind == Kind::Cairn {
         let snap = server.data_dir().join("member/snap");
         std::fs::create_dir_all(&snap).unwrap();
-        let files = [snap.join("out-2-17.snap"), snap.join("0000000000000040.tmp")];
+        let files = [
+            snap.join("out-2-17.snap"),
+            snap.join("0000000000000040.tmp"),
+        ];
         for f in &files {
             std::fs::write(f, b"left by a crash").unwrap();
         }

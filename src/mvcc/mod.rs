@@ -68,8 +68,8 @@ mod tests;
 pub use index::KeySpan;
 pub use revision::Revision;
 pub use store::{
-    read_snapshot, verify_snapshot, ReadTxn, CLIENT_SNAPSHOT_PREFIX, Store, WriteTxn, EVENTS_BETWEEN_MAX, SNAPSHOT_MAGIC,
-    SNAPSHOT_RECORD_BYTES_MAX,
+    read_snapshot, verify_snapshot, ReadTxn, Store, WriteTxn, CLIENT_SNAPSHOT_PREFIX,
+    EVENTS_BETWEEN_MAX, SNAPSHOT_MAGIC, SNAPSHOT_RECORD_BYTES_MAX,
 };
 
 use crate::proto::mvccpb::KeyValue;
