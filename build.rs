@@ -17,7 +17,10 @@ fn main() {
         println!("cargo:rerun-if-changed={}", f.display());
     }
     println!("cargo:rerun-if-changed=proto");
+    let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
+    let descriptors = out_dir.join("descriptors.bin");
     tonic_build::configure()
+        .file_descriptor_set_path(&descriptors)
         .build_server(true)
         .build_client(true)
         // No default stubs: madsim-tonic generates none, so every served method is written out
@@ -25,6 +28,17 @@ fn main() {
         .generate_default_stubs(false)
         .compile_protos(&files, &[root.to_path_buf()])
         .expect("compile protos");
+    // The HTTP/JSON gateway speaks etcd's grpc-gateway JSON: field names as in the .proto,
+    // int64 as strings, bytes as base64, enums by name, unknown request fields ignored.
+    let descriptor_set = std::fs::read(&descriptors).expect("read descriptor set");
+    pbjson_build::Builder::new()
+        .register_descriptors(&descriptor_set)
+        .expect("register descriptors")
+        .out_dir(&out_dir)
+        .preserve_proto_field_names()
+        .ignore_unknown_fields()
+        .build(&[".mvccpb", ".authpb", ".etcdserverpb"])
+        .expect("generate serde impls");
 }
 
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
