@@ -45,7 +45,9 @@ fn request(server: &Server, method: &str, path: &str, body: &str) -> Answer {
         .spawn()
         .expect("run curl");
     let mut stdin = child.stdin.take().expect("piped stdin");
-    stdin.write_all(body.as_bytes()).expect("write body to curl");
+    stdin
+        .write_all(body.as_bytes())
+        .expect("write body to curl");
     drop(stdin);
     let out = child.wait_with_output().expect("wait for curl");
     let text = String::from_utf8(out.stdout).expect("UTF-8 answer");
@@ -89,7 +91,10 @@ fn same_answers(steps: &[(&str, &str, &[&str])]) {
         let mut got = post(&cairn, path, body);
         want.body = normalize(&want.body, fields);
         got.body = normalize(&got.body, fields);
-        assert_eq!(got, want, "POST {path} {body}: cairn (left) and etcd (right) differ");
+        assert_eq!(
+            got, want,
+            "POST {path} {body}: cairn (left) and etcd (right) differ"
+        );
     }
 }
 
@@ -100,23 +105,59 @@ fn kv_requests_answer_as_etcd_does() {
     same_answers(&[
         // put, under both prefixes etcd 3.4 serves
         ("/v3/kv/put", r#"{"key":"Zm9v","value":"YmFy"}"#, NONE),
-        ("/v3beta/kv/put", r#"{"key":"Zm9vMQ==","value":"MQ=="}"#, NONE),
-        ("/v3/kv/put", r#"{"key":"Zm9vMg==","value":"Mg==","prev_kv":true}"#, NONE),
-        ("/v3/kv/put", r#"{"key":"Zm9vMg==","value":"Mw==","prevKv":true}"#, NONE),
+        (
+            "/v3beta/kv/put",
+            r#"{"key":"Zm9vMQ==","value":"MQ=="}"#,
+            NONE,
+        ),
+        (
+            "/v3/kv/put",
+            r#"{"key":"Zm9vMg==","value":"Mg==","prev_kv":true}"#,
+            NONE,
+        ),
+        (
+            "/v3/kv/put",
+            r#"{"key":"Zm9vMg==","value":"Mw==","prevKv":true}"#,
+            NONE,
+        ),
         // range: one key, a prefix, limit, count_only, keys_only, sort, revisions
         ("/v3/kv/range", r#"{"key":"Zm9v"}"#, NONE),
         ("/v3/kv/range", r#"{"key":"Zm9v","range_end":"Zm9w"}"#, NONE),
-        ("/v3/kv/range", r#"{"key":"Zm9v","rangeEnd":"Zm9w","limit":"2"}"#, NONE),
-        ("/v3/kv/range", r#"{"key":"Zm9v","range_end":"Zm9w","limit":1}"#, NONE),
-        ("/v3/kv/range", r#"{"key":"Zm9v","range_end":"Zm9w","count_only":true}"#, NONE),
-        ("/v3/kv/range", r#"{"key":"Zm9v","range_end":"Zm9w","keys_only":true}"#, NONE),
+        (
+            "/v3/kv/range",
+            r#"{"key":"Zm9v","rangeEnd":"Zm9w","limit":"2"}"#,
+            NONE,
+        ),
+        (
+            "/v3/kv/range",
+            r#"{"key":"Zm9v","range_end":"Zm9w","limit":1}"#,
+            NONE,
+        ),
+        (
+            "/v3/kv/range",
+            r#"{"key":"Zm9v","range_end":"Zm9w","count_only":true}"#,
+            NONE,
+        ),
+        (
+            "/v3/kv/range",
+            r#"{"key":"Zm9v","range_end":"Zm9w","keys_only":true}"#,
+            NONE,
+        ),
         (
             "/v3/kv/range",
             r#"{"key":"Zm9v","range_end":"Zm9w","sort_order":"DESCEND","sort_target":"MOD"}"#,
             NONE,
         ),
-        ("/v3/kv/range", r#"{"key":"Zm9v","range_end":"Zm9w","sort_order":2}"#, NONE),
-        ("/v3/kv/range", r#"{"key":"AA==","range_end":"AA==","revision":"2"}"#, NONE),
+        (
+            "/v3/kv/range",
+            r#"{"key":"Zm9v","range_end":"Zm9w","sort_order":2}"#,
+            NONE,
+        ),
+        (
+            "/v3/kv/range",
+            r#"{"key":"AA==","range_end":"AA==","revision":"2"}"#,
+            NONE,
+        ),
         ("/v3/kv/range", r#"{"key":"Zm9v","revision":100}"#, NONE),
         // the request forms jsonpb accepts
         ("/v3/kv/range", r#"{"key":"Zm9v","unknown_field":1}"#, NONE),
@@ -124,7 +165,11 @@ fn kv_requests_answer_as_etcd_does() {
         ("/v3/kv/range", r#"{"key":"Zm9v"} trailing"#, NONE),
         ("/v3/kv/range", r#"{"key":"eA==","key":"Zm9v"}"#, NONE),
         // deleterange with prev_kv
-        ("/v3/kv/deleterange", r#"{"key":"Zm9vMQ==","prev_kv":true}"#, NONE),
+        (
+            "/v3/kv/deleterange",
+            r#"{"key":"Zm9vMQ==","prev_kv":true}"#,
+            NONE,
+        ),
         ("/v3/kv/deleterange", r#"{"key":"bm9uZQ=="}"#, NONE),
         // txn: a compare that holds, one that fails, nested ops, a duplicate key
         (
@@ -192,7 +237,11 @@ fn oversized_and_wrong_method_requests_answer_as_etcd_does() {
     }
     for method in ["GET", "PUT", "OPTIONS"] {
         let want = request(&etcd, method, "/v3/kv/range", "");
-        assert_eq!(request(&cairn, method, "/v3/kv/range", ""), want, "{method}");
+        assert_eq!(
+            request(&cairn, method, "/v3/kv/range", ""),
+            want,
+            "{method}"
+        );
     }
 }
 
@@ -204,7 +253,11 @@ fn lease_requests_answer_as_etcd_does() {
         ("/v3/lease/grant", r#"{"TTL":60,"ID":7}"#, NONE),
         ("/v3/lease/grant", r#"{"TTL":"60","ID":"7"}"#, NONE),
         ("/v3/lease/grant", r#"{"TTL":"9999999999","ID":"8"}"#, NONE),
-        ("/v3/kv/put", r#"{"key":"Zm9v","value":"YmFy","lease":"7"}"#, NONE),
+        (
+            "/v3/kv/put",
+            r#"{"key":"Zm9v","value":"YmFy","lease":"7"}"#,
+            NONE,
+        ),
         ("/v3/lease/timetolive", r#"{"ID":7,"keys":true}"#, ttl),
         ("/v3/kv/lease/timetolive", r#"{"ID":"7"}"#, ttl),
         ("/v3/lease/timetolive", r#"{"ID":8}"#, NONE),
@@ -234,7 +287,11 @@ fn maintenance_and_cluster_requests_answer_as_etcd_does() {
             r#"{"targetID":"10276657743932975437"}"#,
             NONE,
         ),
-        ("/v3/maintenance/transfer-leadership", r#"{"targetID":5}"#, NONE),
+        (
+            "/v3/maintenance/transfer-leadership",
+            r#"{"targetID":5}"#,
+            NONE,
+        ),
         ("/v3/cluster/member/list", "{}", member),
         ("/v3/cluster/member/remove", r#"{"ID":5}"#, NONE),
         ("/v3/cluster/member/promote", r#"{"ID":"5"}"#, NONE),
@@ -254,7 +311,11 @@ fn auth_routes_answer_unimplemented() {
         status: 501,
         body: r#"{"error":"authentication is not implemented yet","message":"authentication is not implemented yet","code":12}"#.into(),
     };
-    for path in ["/v3/auth/enable", "/v3/auth/user/list", "/v3beta/auth/role/get"] {
+    for path in [
+        "/v3/auth/enable",
+        "/v3/auth/user/list",
+        "/v3beta/auth/role/get",
+    ] {
         assert_eq!(post(&cairn, path, "{}"), unimplemented, "{path}");
     }
     // The body is still decoded first, as etcd decodes it.
@@ -331,7 +392,10 @@ fn watch_stream_delivers_events_as_etcd_does() {
     let cairn = Server::start(Kind::Cairn, Opts::default());
     let etcd = Server::start(Kind::Etcd, Opts::default());
     let want = watch_lines(&etcd);
-    assert!(want[1].contains(r#""events":[{"kv":{"key":"Zm9vMQ==""#), "{want:?}");
+    assert!(
+        want[1].contains(r#""events":[{"kv":{"key":"Zm9vMQ==""#),
+        "{want:?}"
+    );
     assert_eq!(watch_lines(&cairn), want);
 }
 
