@@ -39,6 +39,22 @@ fn main() {
         .ignore_unknown_fields()
         .build(&[".mvccpb", ".authpb", ".etcdserverpb"])
         .expect("generate serde impls");
+    // Integers and bytes are read as etcd's gateway reads them (Go's rules and error messages):
+    // see src/proto/gojson.rs.
+    for package in ["mvccpb", "authpb", "etcdserverpb"] {
+        let path = out_dir.join(format!("{package}.serde.rs"));
+        let code = std::fs::read_to_string(&path).expect("read generated serde impls");
+        let code = code
+            .replace(
+                "::pbjson::private::BytesDeserialize",
+                "crate::proto::gojson::Bytes",
+            )
+            .replace(
+                "::pbjson::private::NumberDeserialize",
+                "crate::proto::gojson::Number",
+            );
+        std::fs::write(&path, code).expect("write generated serde impls");
+    }
 }
 
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -5,6 +5,8 @@
 
 #![allow(clippy::all, clippy::pedantic, missing_docs, rustdoc::all)]
 
+pub mod gojson;
+
 pub mod mvccpb {
     tonic::include_proto!("mvccpb");
     include!(concat!(env!("OUT_DIR"), "/mvccpb.serde.rs"));

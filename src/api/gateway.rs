@@ -70,6 +70,7 @@ use crate::proto::etcdserverpb::{
     AuthUserDeleteRequest, AuthUserGetRequest, AuthUserGrantRoleRequest, AuthUserListRequest,
     AuthUserRevokeRoleRequest, AuthenticateRequest, LeaseKeepAliveRequest, WatchRequest,
 };
+use crate::proto::gojson::syntax_error;
 use crate::server::Server;
 
 /// The path prefixes etcd 3.4 serves its gateway under.
@@ -352,7 +353,7 @@ where
     let req = match values.next() {
         None => Req::default(),
         Some(Ok(value)) => decode(value)?,
-        Some(Err(e)) => return Err(Status::invalid_argument(go_syntax_error(&bytes, &e))),
+        Some(Err(e)) => return Err(Status::invalid_argument(syntax_error(&bytes, &e))),
     };
     limits.check(&req)?;
     Ok(req)
@@ -388,58 +389,6 @@ fn drop_nulls(value: &mut serde_json::Value) {
         }
         serde_json::Value::Array(items) => items.iter_mut().for_each(drop_nulls),
         _ => {}
-    }
-}
-
-/// Go's `encoding/json` wording for a syntax error, which etcd's clients see.
-fn go_syntax_error(body: &[u8], e: &serde_json::Error) -> String {
-    if e.is_eof() {
-        return "unexpected EOF".to_string();
-    }
-    let text = e.to_string();
-    let context = if text.starts_with("expected value") || text.starts_with("expected ident") {
-        "looking for beginning of value"
-    } else if text.starts_with("key must be a string") || text.starts_with("trailing comma") {
-        "looking for beginning of object key string"
-    } else if text.starts_with("expected `:`") {
-        "after object key"
-    } else if text.starts_with("expected `,` or `}`") {
-        "after object key:value pair"
-    } else if text.starts_with("expected `,` or `]`") {
-        "after array element"
-    } else {
-        return text;
-    };
-    match offending_char(body, e.line(), e.column()) {
-        Some(c) => format!("invalid character {} {context}", go_quote_char(c)),
-        None => text,
-    }
-}
-
-/// The character serde_json stopped at (its line and column are 1-based; the column counts
-/// bytes). Whitespace is skipped, as Go reports the first significant character.
-fn offending_char(body: &[u8], line: usize, column: usize) -> Option<char> {
-    let text = std::str::from_utf8(body).ok()?;
-    let line_start: usize = text
-        .split_inclusive('\n')
-        .take(line.saturating_sub(1))
-        .map(str::len)
-        .sum();
-    let at = line_start + column.saturating_sub(1);
-    let rest = text
-        .get(at..)
-        .or_else(|| text.get(at.saturating_sub(1)..))?;
-    let c = rest.chars().find(|c| !c.is_ascii_whitespace())?;
-    // serde_json reports trailing commas at the closing bracket, as Go does.
-    Some(c)
-}
-
-fn go_quote_char(c: char) -> String {
-    match c {
-        '\'' => r"'\''".to_string(),
-        '"' => r#"'"'"#.to_string(),
-        c if c.is_control() => format!("{:?}", c),
-        c => format!("'{c}'"),
     }
 }
 
@@ -636,7 +585,7 @@ impl JsonRequests {
                     }
                     Some(Err(e)) if e.is_eof() && !self.ended => {}
                     Some(Err(e)) => {
-                        return Some(Err(Status::invalid_argument(go_syntax_error(
+                        return Some(Err(Status::invalid_argument(syntax_error(
                             &self.buffer,
                             &e,
                         ))))
