@@ -53,8 +53,48 @@ fn main() {
                 "::pbjson::private::NumberDeserialize",
                 "crate::proto::gojson::Number",
             );
+        let code = go_enum_errors(package, &code);
         std::fs::write(&path, code).expect("write generated serde impls");
     }
+}
+
+/// Rewrites the generated enums' "unknown variant" error to jsonpb's `unknown value "X" for enum
+/// etcdserverpb.RangeRequest_SortOrder`, naming the enum as Go's generated code does.
+fn go_enum_errors(package: &str, code: &str) -> String {
+    const IMPL: &str = "impl<'de> serde::Deserialize<'de> for ";
+    const UNKNOWN: &str = "serde::de::Error::unknown_variant(value, FIELDS)";
+    let mut go_name = String::new();
+    let mut out = String::with_capacity(code.len());
+    for line in code.lines() {
+        if let Some(rust_path) = line.strip_prefix(IMPL).and_then(|r| r.strip_suffix(" {")) {
+            // range_request::SortOrder -> RangeRequest_SortOrder
+            let segments: Vec<String> = rust_path
+                .split("::")
+                .map(|segment| {
+                    segment
+                        .split('_')
+                        .map(|word| {
+                            let mut chars = word.chars();
+                            chars.next().map_or(String::new(), |first| {
+                                first.to_ascii_uppercase().to_string() + chars.as_str()
+                            })
+                        })
+                        .collect()
+                })
+                .collect();
+            go_name = format!("{package}.{}", segments.join("_"));
+        }
+        if line.contains(UNKNOWN) {
+            let replacement = format!(
+                "serde::de::Error::custom(format!(\"unknown value {{value:?}} for enum {go_name}\"))"
+            );
+            out.push_str(&line.replace(UNKNOWN, &replacement));
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
 }
 
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) {

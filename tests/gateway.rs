@@ -223,6 +223,16 @@ fn kv_requests_answer_as_etcd_does() {
         ("/v3/kv/range", r#"{"key":"Zm9v","limit":true}"#, NONE),
         ("/v3/kv/range", r#"{"key":"Zm9v","limit":"1e2"}"#, NONE),
         ("/v3/cluster/member/remove", r#"{"ID":-1}"#, NONE),
+        (
+            "/v3/kv/range",
+            r#"{"key":"Zm9v","sort_order":"BOGUS"}"#,
+            NONE,
+        ),
+        (
+            "/v3/kv/txn",
+            r#"{"compare":[{"key":"Zm9v","result":"BOGUS"}]}"#,
+            NONE,
+        ),
         ("/v3/kv/range", r#"{"key":"Zm9v","count_only":"yes"}"#, NONE),
         // routes that do not exist
         ("/v3alpha/kv/range", r#"{"key":"Zm9v"}"#, NONE),
