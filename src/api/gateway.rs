@@ -411,12 +411,16 @@ fn go_type_error(e: &serde_json::Error) -> String {
     } else {
         return text;
     };
+    // Integers and bytes have their own messages (src/proto/gojson.rs); jsonpb reads a message
+    // as a map of raw values and a repeated field as a list of them before looking inside.
     let go_type = if rest.contains("expected a boolean") {
         "bool"
-    } else if rest.contains("expected a base64 string") {
-        "[]uint8"
     } else if rest.contains("expected a string") {
         "string"
+    } else if rest.contains("expected a sequence") {
+        "[]json.RawMessage"
+    } else if rest.contains("expected struct ") {
+        "map[string]json.RawMessage"
     } else {
         return text;
     };
