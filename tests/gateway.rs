@@ -441,3 +441,26 @@ fn keepalive_stream_answers_as_etcd_does() {
     assert_eq!(garbage.status, 500);
     assert_eq!(post(&cairn, "/v3/lease/keepalive", "garbage"), garbage);
 }
+
+#[test]
+fn snapshot_streams_the_backend_then_its_digest_as_etcd_does() {
+    // The backends differ (bolt, LMDB), so the shape is compared: lines of `{"result":{"blob":
+    // ...}}`, the last one the 32-byte SHA-256 of the others.
+    let shape = |server: &Server| {
+        let client = StreamClient::open(server, "/v3/maintenance/snapshot", "{}");
+        let lines = client.rest();
+        assert!(lines.len() >= 2, "{}: {lines:?}", server.kind.label());
+        for line in &lines {
+            assert!(line.starts_with(r#"{"result":{"blob":""#), "{line}");
+        }
+        let digest = lines.last().expect("a digest line");
+        // 32 bytes are 44 base64 characters.
+        assert_eq!(
+            digest.len(),
+            r#"{"result":{"blob":""}}"#.len() + 44,
+            "{digest}"
+        );
+    };
+    shape(&Server::start(Kind::Etcd, Opts::default()));
+    shape(&Server::start(Kind::Cairn, Opts::default()));
+}
