@@ -117,9 +117,9 @@ impl Maintenance for MaintenanceService {
         &self,
         _request: Request<crate::proto::etcdserverpb::DefragmentRequest>,
     ) -> Result<Response<crate::proto::etcdserverpb::DefragmentResponse>, Status> {
-        let header = Some(self.server.header(self.server.store().current_revision()));
+        // etcd answers without a header.
         Ok(Response::new(
-            crate::proto::etcdserverpb::DefragmentResponse { header },
+            crate::proto::etcdserverpb::DefragmentResponse { header: None },
         ))
     }
 
@@ -154,9 +154,9 @@ impl Maintenance for MaintenanceService {
         self.server
             .move_leader(request.into_inner().target_id)
             .await?;
-        let header = Some(self.server.header(self.server.store().current_revision()));
+        // etcd answers without a header.
         Ok(Response::new(
-            crate::proto::etcdserverpb::MoveLeaderResponse { header },
+            crate::proto::etcdserverpb::MoveLeaderResponse { header: None },
         ))
     }
 

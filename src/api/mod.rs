@@ -10,6 +10,8 @@
 mod authority;
 mod cluster;
 #[cfg(not(madsim))]
+mod gateway;
+#[cfg(not(madsim))]
 mod http;
 mod kv;
 mod lease;
@@ -45,7 +47,10 @@ pub async fn serve(
     let kv = KvServer::new(kv::KvService::new(server.clone()))
         .max_decoding_message_size(recv_max)
         .max_encoding_message_size(GRPC_SEND_BYTES_MAX);
-    let maintenance = MaintenanceServer::new(maintenance::MaintenanceService::new(server.clone()))
+    // One Maintenance service for gRPC and the JSON gateway, so they share the snapshot limit.
+    let maintenance_service =
+        std::sync::Arc::new(maintenance::MaintenanceService::new(server.clone()));
+    let maintenance = MaintenanceServer::from_arc(maintenance_service.clone())
         .max_decoding_message_size(recv_max);
     let cluster = ClusterServer::new(cluster::ClusterService::new(server.clone()))
         .max_decoding_message_size(recv_max);
@@ -63,7 +68,9 @@ pub async fn serve(
             .add_service(cluster)
             .add_service(lease)
             .add_service(watch);
-        let router = http::routes(server.clone(), routes.into_axum_router());
+        // etcd's HTTP/JSON gateway (`POST /v3/kv/range`, ...) on the same port.
+        let router = http::routes(server.clone(), routes.into_axum_router())
+            .merge(gateway::routes(server.clone(), maintenance_service));
         // Each connection behind the `:authority` fix that Go clients need (see authority.rs).
         let listener = authority::Listener(
             tokio::net::TcpListener::bind(addr)

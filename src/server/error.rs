@@ -77,7 +77,7 @@ pub enum RequestError {
     #[error("etcdserver: unhealthy cluster")]
     UnhealthyCluster,
     /// A peer URL that is not `http(s)://host:port`.
-    #[error("etcdserver: invalid peer URL")]
+    #[error("etcdserver: given member URLs are invalid")]
     InvalidPeerUrl,
     /// MemberAdd with peer URLs another member uses.
     #[error("etcdserver: Peer URLs already exists")]
