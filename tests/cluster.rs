@@ -1564,6 +1564,25 @@ fn lease_through_follower(kind: Kind) {
         "{}: the key outlived its TTL",
         kind.label()
     );
+    // The HTTP/JSON gateway's keep-alive on the follower renews on the leader too.
+    let decimal = i64::from_str_radix(&id, 16).unwrap().to_string();
+    let curl = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10", "-X", "POST"])
+        .arg(format!(
+            "{}/v3/lease/keepalive",
+            cluster.members[follower].url()
+        ))
+        .arg("-d")
+        .arg(format!("{{\"ID\":\"{decimal}\"}}"))
+        .output()
+        .expect("run curl");
+    let answer = String::from_utf8_lossy(&curl.stdout);
+    assert!(
+        answer.contains(&format!("\"TTL\":\"{TTL_SECS}\"")),
+        "{}: gateway keep-alive through a follower: {answer}{}",
+        kind.label(),
+        String::from_utf8_lossy(&curl.stderr)
+    );
     assert!(ttl.success(), "{ttl:?}");
     assert!(
         ttl.stdout

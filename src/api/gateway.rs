@@ -663,9 +663,10 @@ async fn keep_alive(server: Server, limits: Limits, body: Body) -> Response {
     };
     let (tx, rx) = mpsc::channel(STREAM_RESPONSES_MAX);
     tokio::spawn(async move {
+        let mut forward = None;
         let mut next = first;
         while let Some(req) = next {
-            let answer = server.lease_keep_alive(req.id).map_err(Status::from);
+            let answer = super::lease::keep_alive(&server, &mut forward, req.id).await;
             let failed = answer.is_err();
             if tx.send(answer).await.is_err() || failed {
                 return;

@@ -25,7 +25,7 @@ const FORWARDED_KEEPALIVES_MAX: usize = 1;
 
 /// A keep-alive stream to the leader's Lease service, held for one client stream on a member
 /// that is not the leader.
-struct Forward {
+pub(super) struct Forward {
     url: String,
     requests: tokio::sync::mpsc::Sender<LeaseKeepAliveRequest>,
     responses: Streaming<LeaseKeepAliveResponse>,
@@ -72,8 +72,8 @@ impl Forward {
 }
 
 /// One keep-alive, on the leader's lessor: here, or through `forward` (opened, or reopened when
-/// the leader changed or the stream broke).
-async fn keep_alive(
+/// the leader changed or the stream broke). The gRPC stream and the gateway's both renew here.
+pub(super) async fn keep_alive(
     server: &Server,
     forward: &mut Option<Forward>,
     id: i64,
