@@ -55,16 +55,7 @@ fn nanos_to_duration(nanos: i128) -> Duration {
 
 /// Go's text for a failed `open` (`open <path>: no such file or directory`).
 fn open_error(path: &str, e: &std::io::Error) -> String {
-    let reason = match e.kind() {
-        std::io::ErrorKind::NotFound => "no such file or directory".to_string(),
-        std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
-        _ => {
-            let text = e.to_string();
-            let text = text.split(" (os error").next().unwrap_or(&text).to_string();
-            text.to_lowercase()
-        }
-    };
-    format!("open {path}: {reason}")
+    format!("open {path}: {}", gofmt::os_error_reason(e))
 }
 
 /// etcdctl's `clientConfigFromCmd` + `mustClient`: applies `ETCDCTL_*` variables to the inherited

@@ -368,6 +368,20 @@ pub fn string_slice(items: &[String]) -> String {
     format!("[{}]", items.join(" "))
 }
 
+/// What Go's os package says after the path for a failed file operation: "no such file or
+/// directory", "permission denied", else the system's text without Rust's "(os error N)".
+pub fn os_error_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file or directory".to_string(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+        _ => {
+            let text = e.to_string();
+            let text = text.split(" (os error").next().unwrap_or(&text).to_string();
+            text.to_lowercase()
+        }
+    }
+}
+
 /// go-humanize's `Bytes`: SI units, "20 kB", "1.5 MB", "9 B".
 pub fn humanize_bytes(size: u64) -> String {
     const SIZES: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
@@ -655,6 +669,10 @@ mod tests {
         assert_eq!(humanize_bytes(1000), "1.0 kB");
         assert_eq!(humanize_bytes(1_500_000), "1.5 MB");
         assert_eq!(humanize_bytes(82_000), "82 kB");
+        assert_eq!(humanize_bytes(0), "0 B");
+        assert_eq!(humanize_bytes(1_000_000), "1.0 MB");
+        // 123.5 rounds half to even, as Go's %.0f does.
+        assert_eq!(humanize_bytes(123_456_789), "124 MB");
     }
 
     #[test]

@@ -121,7 +121,7 @@ pub fn status(flags: Flags, args: Vec<String>, io: &mut Console<'_>) -> Result<(
         ));
     }
     let st = restore::status(Path::new(&args[0]), &std::env::temp_dir())
-        .map_err(|e| Fail::Error(EXIT_ERROR, e.to_string()))?;
+        .map_err(|e| Fail::Error(EXIT_ERROR, error_text(&e)))?;
     let _ = io.out.write_all(render_status(format, &st).as_bytes());
     Ok(())
 }
@@ -142,7 +142,7 @@ fn render_status(format: Format, st: &SnapshotStatus) -> String {
                 format!("{:x}", st.hash),
                 st.revision.to_string(),
                 st.total_keys.to_string(),
-                human_bytes(st.total_size),
+                gofmt::humanize_bytes(st.total_size),
             ]],
         ),
         Format::Simple | Format::Protobuf => format!(
@@ -150,24 +150,24 @@ fn render_status(format: Format, st: &SnapshotStatus) -> String {
             st.hash,
             st.revision,
             st.total_keys,
-            human_bytes(st.total_size)
+            gofmt::humanize_bytes(st.total_size)
         ),
     }
 }
 
-/// go-humanize's `Bytes`: SI units, one decimal below 10.
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
-    if n < 10 {
-        return format!("{n} B");
-    }
-    let e = ((n as f64).ln() / 1000f64.ln()).floor() as usize;
-    let e = e.min(UNITS.len() - 1);
-    let val = ((n as f64) / 1000f64.powi(e as i32) * 10.0 + 0.5).floor() / 10.0;
-    if val < 10.0 {
-        format!("{val:.1} {}", UNITS[e])
-    } else {
-        format!("{val:.0} {}", UNITS[e])
+/// etcdctl's text for a failed restore or status: Go's quoting and file-error wording.
+fn error_text(e: &RestoreError) -> String {
+    match e {
+        RestoreError::DataDirExists(dir) => format!(
+            "data-dir {} exists",
+            gofmt::quote(dir.display().to_string().as_bytes())
+        ),
+        RestoreError::Io { op, path, source } => format!(
+            "{op} {}: {}",
+            path.display(),
+            gofmt::os_error_reason(source)
+        ),
+        other => other.to_string(),
     }
 }
 
@@ -227,15 +227,8 @@ pub fn restore(flags: Flags, args: Vec<String>, io: &mut Console<'_>) -> Result<
     if !Path::new(&data_dir).exists() {
         log(io, "restoring snapshot");
     }
-    restore::restore(Path::new(snapshot), &cfg, flags.bool("skip-hash-check")).map_err(|e| {
-        let text = match &e {
-            RestoreError::DataDirExists(_) => {
-                format!("data-dir {} exists", gofmt::quote(data_dir.as_bytes()))
-            }
-            other => other.to_string(),
-        };
-        Fail::Error(EXIT_ERROR, text)
-    })?;
+    restore::restore(Path::new(snapshot), &cfg, flags.bool("skip-hash-check"))
+        .map_err(|e| Fail::Error(EXIT_ERROR, error_text(&e)))?;
     for m in &cfg.initial_cluster {
         let urls: Vec<String> = m
             .peer_urls
@@ -257,17 +250,6 @@ pub fn restore(flags: Flags, args: Vec<String>, io: &mut Console<'_>) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_read_as_go_humanize_writes_them() {
-        assert_eq!(human_bytes(0), "0 B");
-        assert_eq!(human_bytes(9), "9 B");
-        assert_eq!(human_bytes(20480), "20 kB");
-        assert_eq!(human_bytes(1500), "1.5 kB");
-        assert_eq!(human_bytes(1_000_000), "1.0 MB");
-        // 123.5 rounds half to even, as Go's %.0f does.
-        assert_eq!(human_bytes(123_456_789), "124 MB");
-    }
 
     #[test]
     fn status_formats_match_etcdctl() {

@@ -36,8 +36,13 @@ pub enum RestoreError {
     MissingHash,
     #[error("expected sha256 {expected:?}, got {got:?}")]
     HashMismatch { expected: Vec<u8>, got: Vec<u8> },
-    #[error("{0}")]
-    Io(String),
+    /// A file operation failed (`op` is Go's name for it: open, stat, read, ...).
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Backend(String),
 }
@@ -54,16 +59,11 @@ pub struct SnapshotStatus {
     pub total_size: u64,
 }
 
-fn io_err<'a>(what: &'a Path, verb: &'static str) -> impl Fn(std::io::Error) -> RestoreError + 'a {
-    move |e| RestoreError::Io(format!("{verb} {}: {}", what.display(), go_io_text(&e)))
-}
-
-/// The text Go's os package gives for the common errors.
-fn go_io_text(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => "no such file or directory".into(),
-        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
-        _ => e.to_string(),
+fn io_err<'a>(path: &'a Path, op: &'static str) -> impl Fn(std::io::Error) -> RestoreError + 'a {
+    move |source| RestoreError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
     }
 }
 
