@@ -30,11 +30,18 @@ pub enum Bug {
     RevokeKeepsKeys,
     /// Promoting a learner changes raft's configuration but leaves it a learner in the member list.
     PromoteKeepsLearner,
+    /// ReadIndex contexts do not name the member's start, so an answer to a read asked before a
+    /// restart releases the new incarnation's batch of the same number.
+    ReadIndexReuse,
+    /// An applied request answers the waiter with its counter whoever proposed it.
+    WaiterIgnoresOrigin,
+    /// A lease expiry is parked, forwarded and applied whatever term it was proposed in.
+    ExpiryAnyTerm,
 }
 
 impl Bug {
     /// Every bug, in a stable order.
-    pub const ALL: [Bug; 8] = [
+    pub const ALL: [Bug; 11] = [
         Bug::StaleRead,
         Bug::EarlyAck,
         Bug::ForgetVote,
@@ -43,6 +50,9 @@ impl Bug {
         Bug::WatchSkipRevision,
         Bug::RevokeKeepsKeys,
         Bug::PromoteKeepsLearner,
+        Bug::ReadIndexReuse,
+        Bug::WaiterIgnoresOrigin,
+        Bug::ExpiryAnyTerm,
     ];
 
     /// The name used on the simulator's command line.
@@ -56,6 +66,9 @@ impl Bug {
             Bug::WatchSkipRevision => "watch-skip-revision",
             Bug::RevokeKeepsKeys => "revoke-keeps-keys",
             Bug::PromoteKeepsLearner => "promote-keeps-learner",
+            Bug::ReadIndexReuse => "read-index-reuse",
+            Bug::WaiterIgnoresOrigin => "waiter-ignores-origin",
+            Bug::ExpiryAnyTerm => "expiry-any-term",
         }
     }
 
@@ -74,7 +87,23 @@ impl Bug {
             }
             Bug::RevokeKeepsKeys => "revoke a lease without deleting its keys",
             Bug::PromoteKeepsLearner => "promote a learner in raft but not in the member list",
+            Bug::ReadIndexReuse => {
+                "number ReadIndex contexts per start only, so a restarted member takes old answers"
+            }
+            Bug::WaiterIgnoresOrigin => {
+                "answer the waiter with an applied request's counter whoever proposed it"
+            }
+            Bug::ExpiryAnyTerm => "park, forward and apply lease expiries from any term",
         }
+    }
+
+    /// Whether a simulated scenario reaches the mistake, so `cargo sim run --bug NAME
+    /// --expect-failure` must fail. The others are caught by a test of their own (named in
+    /// docs/simulation.md) until the simulator can stage what they need.
+    pub fn sim_reaches(self) -> bool {
+        // A restart between a ReadIndex request and its answer, with the answer delivered after
+        // the restart; a lease expiry that reaches the log only after a change of leader.
+        !matches!(self, Bug::ReadIndexReuse | Bug::ExpiryAnyTerm)
     }
 
     /// The bug with this command-line name.

@@ -91,6 +91,17 @@ struct Flags {
     /// Raise alarms when backend size exceeds the given quota (0 defaults to low space quota).
     #[arg(long, env = "CAIRN_QUOTA_BACKEND_BYTES", default_value_t = 0)]
     quota_backend_bytes: u64,
+    /// Reject reconfiguration requests that would cause quorum loss.
+    #[arg(
+        long,
+        env = "CAIRN_STRICT_RECONFIG_CHECK",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    strict_reconfig_check: bool,
     /// Log level: debug, info, warn, error, panic, or fatal.
     #[arg(long, env = "CAIRN_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -246,6 +257,7 @@ impl Flags {
                 max_request_bytes: self.max_request_bytes,
                 max_txn_ops: self.max_txn_ops,
                 quota_backend_bytes: quota,
+                strict_reconfig_check: self.strict_reconfig_check,
                 join_existing: self.initial_cluster_state == "existing",
             },
             listen_client,
@@ -448,6 +460,21 @@ mod tests {
         assert_eq!(cfg.server.initial_cluster.len(), 1);
         assert_eq!(cfg.server.initial_cluster[0].name, "x");
         assert_eq!(cfg.server.data_dir, PathBuf::from("x.cairn"));
+    }
+
+    #[test]
+    fn strict_reconfig_check_is_a_go_style_boolean_that_defaults_on() {
+        let parse = |a: &[&str]| {
+            Config::from_args(&args(a))
+                .unwrap()
+                .server
+                .strict_reconfig_check
+        };
+        assert!(parse(&[]));
+        assert!(parse(&["--strict-reconfig-check"]));
+        assert!(parse(&["--strict-reconfig-check=true"]));
+        assert!(!parse(&["--strict-reconfig-check=false"]));
+        assert!(!parse(&["-strict-reconfig-check=false"]));
     }
 
     #[test]

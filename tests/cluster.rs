@@ -1595,3 +1595,71 @@ fn lease_through_follower(kind: Kind) {
         ttl.stdout
     );
 }
+
+/// etcd's strict reconfiguration check covers adds too: a new voter counts towards the quorum
+/// before it runs, so with a follower down, adding a member (voter or learner) is refused
+/// ("unhealthy cluster"), and a voter is never added while the started voters would fall short
+/// of a quorum ("not enough started members"). Both servers are asked the same things.
+#[test]
+fn adding_a_member_that_would_break_the_quorum_is_refused_as_etcd_does() {
+    let (etcd, cairn) = std::thread::scope(|s| {
+        let etcd = s.spawn(|| add_quorum_script(Kind::Etcd));
+        let cairn = s.spawn(|| add_quorum_script(Kind::Cairn));
+        (
+            etcd.join().expect("etcd script"),
+            cairn.join().expect("cairn script"),
+        )
+    });
+    for ((what, e), (_, c)) in etcd.iter().zip(&cairn) {
+        assert_eq!(e, c, "{what}: cairn answers differently from etcd");
+    }
+    // The script would mean nothing if both servers accepted everything.
+    let refusals = cairn.iter().filter(|(_, o)| o.contains("Error:")).count();
+    assert_eq!(refusals, 3, "{cairn:#?}");
+}
+
+fn add_quorum_script(kind: Kind) -> Vec<(String, String)> {
+    let mut seen = Vec::new();
+    let errors = |out: &Output| -> String {
+        let lines: Vec<&str> = out
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("Error:"))
+            .collect();
+        format!("exit {:?} {}", out.code, lines.join(" "))
+    };
+    let peer = |p: u16| format!("--peer-urls=http://127.0.0.1:{p}");
+
+    let mut three = Cluster::start(kind, 3, &[]);
+    let leader = three.wait_leader(&three.all(), LEADER_TIMEOUT);
+    // etcd accepts an add only once the member has been connected to every peer for 5 s.
+    std::thread::sleep(Duration::from_secs(6));
+    let down = three.others(&[leader])[0];
+    three.members[down].sigkill();
+    // Longer than cairn's election timeout and etcd's peer-probe interval.
+    std::thread::sleep(Duration::from_secs(3));
+    let voter = three.ctl(leader, &["member", "add", "n5", &peer(free_port())]);
+    seen.push(("voter add, a follower down".to_string(), errors(&voter)));
+    let learner = three.ctl(
+        leader,
+        &["member", "add", "n6", &peer(free_port()), "--learner"],
+    );
+    seen.push(("learner add, a follower down".to_string(), errors(&learner)));
+    let count = three.member_list(leader).map(|l| l.len());
+    seen.push(("members after".to_string(), format!("{count:?}")));
+    drop(three);
+
+    let one = Cluster::start(kind, 1, &[]);
+    one.wait_leader(&[0], LEADER_TIMEOUT);
+    let second = one.ctl(0, &["member", "add", "n2", &peer(free_port())]);
+    seen.push((
+        "second voter of a one-member cluster".to_string(),
+        format!("exit {:?}", second.code),
+    ));
+    let third = one.ctl(0, &["member", "add", "n3", &peer(free_port())]);
+    seen.push((
+        "third voter while the second never started".to_string(),
+        errors(&third),
+    ));
+    seen
+}

@@ -392,6 +392,7 @@ fn run(u: &mut Unstructured<'_>) -> arbitrary::Result<()> {
             id: raft_index,
             op: Some(op),
             origin: 0,
+            ..Default::default()
         };
         let result = apply::apply(store, raft_index, &request, &lease_exists);
         assert_eq!(

@@ -117,6 +117,7 @@ fn node_config(id: u64, snapshot_count: u64) -> NodeConfig {
         read_timeout: Duration::from_secs(5),
         leader_wait: Duration::from_secs(5),
         read_retry: Duration::from_secs(1),
+        boot: 1,
     }
 }
 

@@ -825,6 +825,7 @@ async fn scenario(opts: RunOptions, base: PathBuf, report: Arc<Mutex<Report>>) {
             max_request_bytes: cairn::config::MAX_REQUEST_BYTES_DEFAULT,
             max_txn_ops: 128,
             quota_backend_bytes: 64 * 1024 * 1024,
+            strict_reconfig_check: true,
             join_existing: false,
         };
         slots.push(Slot {
@@ -1662,6 +1663,7 @@ async fn membership_cycle(
     };
     // Add as a learner; after an unknown outcome the URL may already be there.
     let mut members = None;
+    let mut replaced_first: Option<usize> = None;
     while members.is_none() {
         if abort.load(Ordering::Relaxed) {
             return MembershipOutcome::default();
@@ -1671,6 +1673,27 @@ async fn membership_cycle(
             Err(e) if e.contains("Peer URLs already exists") => {
                 if let Ok(m) = step("list-linearizable", 0, &mut rng).await {
                     members = Some(m);
+                }
+            }
+            Err(e) if e.contains("unhealthy cluster") && replaced_first.is_none() => {
+                // The strict reconfiguration check refuses every add while a voter is down. One
+                // that refused to start for good (its WAL is damaged) never comes back, so the
+                // operator follows etcd's procedure for a failed member: remove it first, then
+                // add its replacement (which then stays).
+                let broken = (0..n).find(|i| {
+                    let st = ctx.slots[*i].st();
+                    st.corrupted && !st.up && !st.retired
+                });
+                match broken {
+                    Some(r) => {
+                        if !retire_original(&ctx, &endpoints, &world, r, &abort, &step, &mut rng)
+                            .await
+                        {
+                            return MembershipOutcome::default();
+                        }
+                        replaced_first = Some(r);
+                    }
+                    None => madsim::time::sleep(Duration::from_millis(300)).await,
                 }
             }
             Err(_) => madsim::time::sleep(Duration::from_millis(300)).await,
@@ -1816,44 +1839,23 @@ async fn membership_cycle(
     // Remove it again, or remove the original member it replaces: the cluster goes back to its
     // nominal size.
     madsim::time::sleep(Duration::from_millis(rng.range(500, 4000))).await;
-    if let Some(r) = replace {
-        let old = ctx.slots[r].member;
-        // It may learn of its removal and stop: the right reaction.
-        ctx.slots[r].st().removing = true;
-        loop {
-            if abort.load(Ordering::Relaxed) {
+    let retired = match (replaced_first, replace) {
+        (Some(r), _) => Some(r),
+        (None, Some(r)) => {
+            if !retire_original(&ctx, &endpoints, &world, r, &abort, &step, &mut rng).await {
                 return MembershipOutcome::default();
             }
-            match step("remove", old, &mut rng).await {
-                Ok(_) => break,
-                Err(e) if e.contains("member not found") => break,
-                Err(_) => madsim::time::sleep(Duration::from_millis(300)).await,
-            }
+            Some(r)
         }
-        {
-            let mut st = ctx.slots[r].st();
-            st.retired = true;
-            // Nothing restarts it or takes it for a fault any more.
-            st.corrupted = true;
-        }
-        if ctx.slots[r].st().up {
-            kill(&ctx, r, false);
-        }
-        let gone = ctx.slots[r].name.clone();
-        endpoints
-            .lock()
-            .expect("endpoints")
-            .retain(|e| e.name != gone);
-        world.event(
-            "member_removed",
-            format!("\"node\":\"{}\",\"member\":\"{old:x}\"", ctx.slots[r].name),
-        );
+        (None, None) => None,
+    };
+    if retired.is_some() {
         calm.store(true, Ordering::Relaxed);
         let _ = spare_fault.await;
         return MembershipOutcome {
             completed: true,
             joined: Some(spare_ctx),
-            retired: Some(r),
+            retired,
         };
     }
     spare_ctx.slots[0].st().removing = true;
@@ -1888,6 +1890,55 @@ async fn membership_cycle(
         joined: None,
         retired: None,
     }
+}
+
+/// Removes original member `r` from the cluster for good (the membership cycle replaces it).
+/// Returns false when the run was aborted first.
+async fn retire_original<F, Fut>(
+    ctx: &Ctx,
+    endpoints: &Mutex<Vec<Endpoint>>,
+    world: &World,
+    r: usize,
+    abort: &AtomicBool,
+    step: &F,
+    rng: &mut SplitMix64,
+) -> bool
+where
+    F: Fn(&'static str, u64, &mut SplitMix64) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<(u64, bool, String, Vec<String>)>, String>>,
+{
+    let old = ctx.slots[r].member;
+    // It may learn of its removal and stop: the right reaction.
+    ctx.slots[r].st().removing = true;
+    loop {
+        if abort.load(Ordering::Relaxed) {
+            return false;
+        }
+        match step("remove", old, rng).await {
+            Ok(_) => break,
+            Err(e) if e.contains("member not found") => break,
+            Err(_) => madsim::time::sleep(Duration::from_millis(300)).await,
+        }
+    }
+    {
+        let mut st = ctx.slots[r].st();
+        st.retired = true;
+        // Nothing restarts it or takes it for a fault any more.
+        st.corrupted = true;
+    }
+    if ctx.slots[r].st().up {
+        kill(ctx, r, false);
+    }
+    let gone = ctx.slots[r].name.clone();
+    endpoints
+        .lock()
+        .expect("endpoints")
+        .retain(|e| e.name != gone);
+    world.event(
+        "member_removed",
+        format!("\"node\":\"{}\",\"member\":\"{old:x}\"", ctx.slots[r].name),
+    );
+    true
 }
 
 /// How a membership cycle ended: whether every step was acknowledged, the new member if it

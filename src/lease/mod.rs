@@ -50,7 +50,8 @@ struct Lease {
 #[derive(Debug, Default)]
 struct Inner {
     leases: BTreeMap<i64, Lease>,
-    primary: bool,
+    /// The raft term in which this member became the primary, while it is.
+    primary: Option<u64>,
 }
 
 /// What `TimeToLive` reports.
@@ -105,7 +106,7 @@ impl Lessor {
             min_ttl,
             inner: Mutex::new(Inner {
                 leases,
-                primary: false,
+                primary: None,
             }),
         })
     }
@@ -117,7 +118,7 @@ impl Lessor {
         let leases = std::mem::take(&mut fresh.lock().leases);
         let mut inner = self.lock();
         inner.leases = leases;
-        inner.primary = false;
+        inner.primary = None;
         Ok(())
     }
 
@@ -163,7 +164,7 @@ impl Lessor {
         let ttl = ttl.max(self.min_ttl);
         w.meta_put(&lease_blob(id), &ttl.to_be_bytes())
             .map_err(RequestError::from)?;
-        let deadline = inner.primary.then(|| now + Duration::from_secs(ttl as u64));
+        let deadline = inner.primary.map(|_| now + Duration::from_secs(ttl as u64));
         inner.leases.insert(
             id,
             Lease {
@@ -219,10 +220,12 @@ impl Lessor {
         }
     }
 
-    /// This member became leader: every lease gets a full TTL plus `extend` from `now`.
-    pub fn promote(&self, now: Duration, extend: Duration) {
+    /// This member became leader in `term`: every lease gets a full TTL plus `extend` from `now`.
+    /// Called again when the member leads a later term (it may have lost leadership in between
+    /// without the expiry task noticing), so no deadline outlives the term it was judged in.
+    pub fn promote(&self, now: Duration, extend: Duration, term: u64) {
         let mut inner = self.lock();
-        inner.primary = true;
+        inner.primary = Some(term);
         for l in inner.leases.values_mut() {
             l.deadline = Some(now + extend + Duration::from_secs(l.ttl as u64));
         }
@@ -231,14 +234,28 @@ impl Lessor {
     /// This member stopped being leader: it forgets every deadline.
     pub fn demote(&self) {
         let mut inner = self.lock();
-        inner.primary = false;
+        inner.primary = None;
         for l in inner.leases.values_mut() {
             l.deadline = None;
         }
     }
 
     pub fn is_primary(&self) -> bool {
+        self.lock().primary.is_some()
+    }
+
+    /// The term this member has been the primary in, if it is.
+    pub fn primary_term(&self) -> Option<u64> {
         self.lock().primary
+    }
+
+    /// Whether lease `id` exists and its deadline has passed (primary only).
+    pub fn is_expired(&self, id: i64, now: Duration) -> bool {
+        self.lock()
+            .leases
+            .get(&id)
+            .and_then(|l| l.deadline)
+            .is_some_and(|d| d <= now)
     }
 
     /// Leases whose deadline has passed (primary only), oldest first, at most
@@ -261,7 +278,7 @@ impl Lessor {
     /// when the lease does not exist (etcd then answers TTL 0).
     pub fn renew(&self, id: i64, now: Duration) -> Option<i64> {
         let mut inner = self.lock();
-        let primary = inner.primary;
+        let primary = inner.primary.is_some();
         let lease = inner.leases.get_mut(&id)?;
         if primary {
             lease.deadline = Some(now + Duration::from_secs(lease.ttl as u64));
@@ -378,7 +395,7 @@ mod tests {
             lessor.expired(Duration::from_secs(100)).is_empty(),
             "followers never expire leases"
         );
-        lessor.promote(Duration::from_secs(100), Duration::from_secs(1));
+        lessor.promote(Duration::from_secs(100), Duration::from_secs(1), 2);
         assert!(lessor.expired(Duration::from_secs(110)).is_empty());
         assert_eq!(lessor.expired(Duration::from_secs(111)), vec![1]);
         assert_eq!(lessor.renew(1, Duration::from_secs(111)), Some(10));
@@ -386,5 +403,27 @@ mod tests {
         assert_eq!(lessor.renew(99, Duration::from_secs(111)), None);
         lessor.demote();
         assert!(lessor.expired(Duration::from_secs(1000)).is_empty());
+    }
+
+    #[test]
+    fn leading_a_later_term_renews_every_deadline() {
+        let (_d, store) = store();
+        let lessor = Lessor::recover(&store, 2).unwrap();
+        let mut w = store.write(1).unwrap();
+        lessor.apply_grant(&mut w, 1, 10, Duration::ZERO).unwrap();
+        w.end().unwrap();
+        lessor.promote(Duration::ZERO, Duration::ZERO, 2);
+        assert_eq!(lessor.primary_term(), Some(2));
+        assert!(lessor.is_expired(1, Duration::from_secs(10)));
+        // Leadership was lost and won again (term 4) between two looks of the expiry task: the
+        // deadline judged in term 2 must not survive into term 4.
+        lessor.promote(Duration::from_secs(10), Duration::ZERO, 4);
+        assert_eq!(lessor.primary_term(), Some(4));
+        assert!(!lessor.is_expired(1, Duration::from_secs(19)));
+        assert!(lessor.is_expired(1, Duration::from_secs(20)));
+        assert!(
+            !lessor.is_expired(99, Duration::from_secs(20)),
+            "unknown lease"
+        );
     }
 }

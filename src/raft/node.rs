@@ -14,7 +14,7 @@ use prost::Message as _;
 use protobuf::Message as _;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::dedup::{Admit, AppliedRequests};
+use super::dedup::{Admit, AppliedRequests, Proposer};
 use crate::crashpoint::{self, Point};
 use crate::io::{Clock, Rng, Transport};
 use crate::lease::Lessor;
@@ -119,6 +119,12 @@ pub struct NodeConfig {
     pub snap_dir: std::path::PathBuf,
     /// How long to wait after a ReadIndex request before re-sending it (lost messages).
     pub read_retry: Duration,
+    /// This member's start count (durable, grows by one every start): read contexts and requests
+    /// carry it, so nothing a previous incarnation asked for is taken as this one's.
+    pub boot: u64,
+    /// etcd's --strict-reconfig-check: the leader refuses a membership change that would leave
+    /// too few running voters for a quorum.
+    pub strict_reconfig_check: bool,
 }
 
 /// Everything the node task needs, already built by the server (the library takes ready-made I/O).
@@ -417,9 +423,9 @@ impl Node {
                 return;
             }
         }
-        if change.get_change_type() == ConfChangeType::RemoveNode
+        if self.cfg.strict_reconfig_check
             && self.raw.raft.state == StateRole::Leader
-            && !self.quorum_survives_removal(change.node_id)
+            && !self.reconfiguration_keeps_quorum(&change)
         {
             let _ = reply.send(Err(RequestError::UnhealthyCluster));
             return;
@@ -439,11 +445,36 @@ impl Node {
         }
     }
 
-    /// etcd's strict reconfiguration check: removing `node` must leave enough running voters
-    /// (this member, and peers heard from within an election timeout) for a quorum.
-    fn quorum_survives_removal(&self, node: u64) -> bool {
-        let now = self.clock.now();
+    /// etcd's strict reconfiguration check, on the leader. Removing a member must leave enough
+    /// running voters for a quorum; adding one (voter or learner) needs every voter running, as
+    /// a new voter counts towards the quorum before it has started. Updating or promoting a
+    /// member already in the configuration is not checked here.
+    fn reconfiguration_keeps_quorum(&self, change: &ConfChange) -> bool {
+        let conf = self.raw.raft.prs().conf();
+        match change.get_change_type() {
+            ConfChangeType::RemoveNode => self.quorum_survives_removal(change.node_id),
+            ConfChangeType::AddNode | ConfChangeType::AddLearnerNode
+                if !conf.voters().contains(change.node_id)
+                    && !conf.learners().contains(&change.node_id) =>
+            {
+                conf.voters().ids().iter().all(|id| self.is_running(id))
+            }
+            _ => true,
+        }
+    }
+
+    /// This member, or a peer heard from within an election timeout.
+    fn is_running(&self, id: u64) -> bool {
         let window = self.cfg.tick_interval * self.cfg.election_ticks as u32;
+        id == self.cfg.id
+            || self
+                .last_heard
+                .get(&id)
+                .is_some_and(|t| self.clock.now().saturating_sub(*t) <= window)
+    }
+
+    /// Removing `node` must leave enough running voters for a quorum.
+    fn quorum_survives_removal(&self, node: u64) -> bool {
         let voters: Vec<u64> = self
             .raw
             .raft
@@ -454,16 +485,7 @@ impl Node {
             .iter()
             .filter(|id| *id != node)
             .collect();
-        let active = voters
-            .iter()
-            .filter(|id| {
-                **id == self.cfg.id
-                    || self
-                        .last_heard
-                        .get(id)
-                        .is_some_and(|t| now.saturating_sub(*t) <= window)
-            })
-            .count();
+        let active = voters.iter().filter(|id| self.is_running(**id)).count();
         // A quorum of the remaining voters: more than half of them.
         active > voters.len() / 2
     }
@@ -490,6 +512,16 @@ impl Node {
     fn propose(&mut self, request: cairnpb::Request, reply: oneshot::Sender<ProposalResult>) {
         if self.waiters.len() >= WAITERS_MAX {
             let _ = reply.send(Err(RequestError::TooManyRequests));
+            return;
+        }
+        if request.expiry_term != 0
+            && (self.raw.raft.state != StateRole::Leader
+                || self.raw.raft.term != request.expiry_term)
+            && !crate::bugs::active(crate::bugs::Bug::ExpiryAnyTerm)
+        {
+            // A lease expiry is the judgement of the leader of one term: parked for a later
+            // leader, or forwarded to another, it would revoke a lease that leader keeps alive.
+            let _ = reply.send(Err(RequestError::NotLeader));
             return;
         }
         if self.raw.raft.leader_id == ::raft::INVALID_ID {
@@ -814,27 +846,53 @@ impl Node {
         Ok(())
     }
 
-    /// The ReadIndex context of batch `id`: this member's id, then the batch number. raft-rs drops
-    /// a read whose context is already pending at the leader, so contexts must be unique across
-    /// the cluster, not just on this member.
+    /// The ReadIndex context of batch `id`: this member's id, its start count, then the batch
+    /// number. raft-rs drops a read whose context is already pending at the leader, so contexts
+    /// must be unique across the cluster, not just on this member; and they must be unique
+    /// across this member's starts, or an answer to a read the previous incarnation asked for
+    /// (still pending at the leader, or queued for this member) would release this one's batch of
+    /// the same number at an index older than writes acknowledged since.
     fn read_context(&self, id: u64) -> Vec<u8> {
-        let mut ctx = Vec::with_capacity(16);
-        ctx.extend_from_slice(&self.cfg.id.to_be_bytes());
-        ctx.extend_from_slice(&id.to_be_bytes());
-        ctx
+        let boot = if crate::bugs::active(crate::bugs::Bug::ReadIndexReuse) {
+            0
+        } else {
+            self.cfg.boot
+        };
+        ReadContext {
+            member: self.cfg.id,
+            boot,
+            batch: id,
+        }
+        .encode()
     }
 
+    /// Takes the read indexes the leader answered for batches this incarnation asked for; any
+    /// other context (another member's, a previous start's, malformed) is ignored.
     fn handle_read_states(&mut self, states: Vec<::raft::ReadState>) {
         for rs in states {
-            let Ok(bytes) = <[u8; 16]>::try_from(rs.request_ctx.as_slice()) else {
+            let Some(ctx) = ReadContext::decode(&rs.request_ctx) else {
+                tracing::debug!("ignored a read state with a malformed context");
                 continue;
             };
-            let (member, id) = bytes.split_at(8);
-            if member != self.cfg.id.to_be_bytes() {
+            let boot = if crate::bugs::active(crate::bugs::Bug::ReadIndexReuse) {
+                0
+            } else {
+                self.cfg.boot
+            };
+            if ctx.member != self.cfg.id || ctx.boot != boot {
+                tracing::debug!(
+                    member = %format!("{:x}", ctx.member),
+                    boot = ctx.boot,
+                    "ignored a read state this incarnation did not ask for"
+                );
                 continue;
             }
-            let id = u64::from_be_bytes(id.try_into().expect("8 bytes"));
-            if let Some(batch) = self.reads.get_mut(&id) {
+            if let Some(batch) = self.reads.get_mut(&ctx.batch) {
+                assert!(
+                    rs.index <= self.raw.raft.raft_log.committed
+                        || self.raw.raft.state != StateRole::Leader,
+                    "a leader's read index never exceeds its commit index"
+                );
                 batch.index = Some(rs.index);
             }
         }
@@ -880,6 +938,15 @@ impl Node {
         result
     }
 
+    /// Whether a request or change proposed by `origin` in its start `boot` is this member's, of
+    /// this start: only those have waiters here.
+    fn is_own(&self, origin: u64, boot: u64) -> bool {
+        if crate::bugs::active(crate::bugs::Bug::WaiterIgnoresOrigin) {
+            return true;
+        }
+        origin == self.cfg.id && boot == self.cfg.boot
+    }
+
     fn set_transport_peers(&self) {
         let peers: Vec<(u64, Vec<String>)> = self
             .members
@@ -900,7 +967,7 @@ impl Node {
                 continue;
             }
             match entry.get_entry_type() {
-                EntryType::EntryNormal => self.apply_normal(index, &entry.data)?,
+                EntryType::EntryNormal => self.apply_normal(index, entry.term, &entry.data)?,
                 EntryType::EntryConfChange => {
                     let mut cc = ConfChange::default();
                     cc.merge_from_bytes(&entry.data)
@@ -938,7 +1005,7 @@ impl Node {
         Ok(())
     }
 
-    fn apply_normal(&mut self, index: u64, data: &[u8]) -> Result<(), NodeError> {
+    fn apply_normal(&mut self, index: u64, term: u64, data: &[u8]) -> Result<(), NodeError> {
         if data.is_empty() {
             // A new leader's empty entry: nothing to apply, but record that it was applied.
             return self
@@ -948,13 +1015,12 @@ impl Node {
         }
         let request = cairnpb::Request::decode(data)
             .map_err(|e| NodeError::Corrupt(format!("entry {index}: {e}")))?;
+        let proposer = Proposer::of(&request);
         // The re-apply bug ignores both of the guards against applying a request twice.
         if !crate::bugs::active(crate::bugs::Bug::SkipConsistentIndex) {
-            let admit = self
-                .applied
-                .admit(&self.store, request.origin, request.id, index);
+            let admit = self.applied.admit(&self.store, proposer);
             if admit != Admit::New {
-                // Its first copy answered the waiter (or, too old to tell, the client times out).
+                // Its first copy answered the waiter, or its client no longer waits.
                 tracing::warn!(
                     index,
                     origin = %format!("{:x}", request.origin),
@@ -976,6 +1042,24 @@ impl Node {
                 Ok((self.apply_attributes(index, a)?, Vec::new()))
             }
             Some(cairnpb::request::Op::LeaseGrant(g)) => self.apply_lease_grant(index, g),
+            Some(cairnpb::request::Op::LeaseRevoke(r))
+                if request.expiry_term != 0
+                    && request.expiry_term != term
+                    && !crate::bugs::active(crate::bugs::Bug::ExpiryAnyTerm) =>
+            {
+                // The proposer stopped leading before its expiry reached the log; the lease's
+                // deadline is the current leader's to judge.
+                tracing::info!(
+                    lease = %format!("{:x}", r.id),
+                    proposed_in = request.expiry_term,
+                    appended_in = term,
+                    "not applying a lease expiry from another term"
+                );
+                self.store
+                    .set_consistent_index(index)
+                    .map_err(|e| NodeError::Storage(e.to_string()))?;
+                Err(RequestError::ExpiryFromAnotherTerm)
+            }
             Some(cairnpb::request::Op::LeaseRevoke(r)) => self.apply_lease_revoke(index, r.id),
             _ => {
                 let lessor = self.lessor.clone();
@@ -1001,8 +1085,12 @@ impl Node {
             }
             Err(e) => return Err(NodeError::Storage(e.to_string())),
         };
-        if let Some(w) = self.waiters.remove(&request.id) {
-            let _ = w.send(reply);
+        // Only this member's own requests of this start have waiters here: another member's, or
+        // an earlier start's, request may carry the same counter.
+        if self.is_own(proposer.origin, proposer.boot) {
+            if let Some(w) = self.waiters.remove(&proposer.counter) {
+                let _ = w.send(reply);
+            }
         }
         Ok(())
     }
@@ -1041,6 +1129,10 @@ impl Node {
             removed.sort_unstable();
             removed.dedup();
         }
+        for id in &newly_removed {
+            // Staged into this transaction: a removed member's late requests are refused.
+            self.applied.forget(&self.store, *id);
+        }
         let mut w = self.store.write(index).map_err(storage)?;
         w.meta_put(super::CONF_STATE_META, &bytes)
             .map_err(storage)?;
@@ -1052,10 +1144,12 @@ impl Node {
         self.raw.mut_store().wl().set_conf_state(cs.clone());
         self.members = members;
         self.peers_changed = true;
-        let request_id = serde_json::from_slice::<serde_json::Value>(context)
-            .ok()
-            .and_then(|v| v["request_id"].as_u64());
-        if let Some(w) = request_id.and_then(|id| self.conf_waiters.remove(&id)) {
+        let context = serde_json::from_slice::<serde_json::Value>(context).ok();
+        let request = context.as_ref().and_then(|v| {
+            let own = self.is_own(v["request_origin"].as_u64()?, v["request_boot"].as_u64()?);
+            own.then(|| v["request_id"].as_u64()).flatten()
+        });
+        if let Some(w) = request.and_then(|id| self.conf_waiters.remove(&id)) {
             let _ = w.send(Ok((self.members.clone(), self.raw.raft.term)));
         }
         let removed_self = changes
@@ -1211,6 +1305,36 @@ impl Node {
                 false
             }
         });
+    }
+}
+
+/// What a ReadIndex request carries as its context, to find its batch again in the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ReadContext {
+    member: u64,
+    boot: u64,
+    batch: u64,
+}
+
+impl ReadContext {
+    const BYTES: usize = 24;
+
+    fn encode(self) -> Vec<u8> {
+        let mut ctx = Vec::with_capacity(Self::BYTES);
+        ctx.extend_from_slice(&self.member.to_be_bytes());
+        ctx.extend_from_slice(&self.boot.to_be_bytes());
+        ctx.extend_from_slice(&self.batch.to_be_bytes());
+        ctx
+    }
+
+    fn decode(bytes: &[u8]) -> Option<ReadContext> {
+        let bytes = <[u8; Self::BYTES]>::try_from(bytes).ok()?;
+        let word = |at: usize| u64::from_be_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+        Some(ReadContext {
+            member: word(0),
+            boot: word(8),
+            batch: word(16),
+        })
     }
 }
 

@@ -656,6 +656,7 @@ mod tests {
                 id: self.index,
                 op: Some(op),
                 origin: 0,
+                ..Default::default()
             };
             let result = apply(self.store(), self.index, &req, &|l| l == LEASE);
             if let Err(e) = &result {
@@ -1472,6 +1473,7 @@ mod tests {
             id: 1,
             op: Some(Op::Put(put_req("a", "2"))),
             origin: 0,
+            ..Default::default()
         };
         let again = apply(h.store(), h.index, &req, &|_| true);
         assert_eq!(
@@ -1498,6 +1500,7 @@ mod tests {
                 crate::proto::etcdserverpb::LeaseRevokeRequest { id: 5 },
             )),
             origin: 0,
+            ..Default::default()
         };
         let r = apply(h.store(), 1, &req, &|_| true);
         assert!(matches!(&r, Err(e) if !e.is_deterministic()));
@@ -1508,6 +1511,7 @@ mod tests {
                 id: 1,
                 op: None,
                 origin: 0,
+                ..Default::default()
             },
             &|_| true,
         );

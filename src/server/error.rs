@@ -55,6 +55,11 @@ pub enum RequestError {
     /// The leader changed while the request was in flight.
     #[error("etcdserver: leader changed")]
     LeaderChanged,
+    /// A lease expiry proposed by the leader of one term reached the log in another: the leader
+    /// that proposed it no longer tracked the lease's deadline by then, so it is not applied.
+    /// Every replica sees the same entry and term, so this is decided alike everywhere.
+    #[error("etcdserver: leader changed")]
+    ExpiryFromAnotherTerm,
     /// The request was not committed or applied in time.
     #[error("etcdserver: request timed out")]
     Timeout,
@@ -76,6 +81,9 @@ pub enum RequestError {
     /// A membership change would leave too few running voters for a quorum.
     #[error("etcdserver: unhealthy cluster")]
     UnhealthyCluster,
+    /// Adding or promoting a voter would leave fewer started voters than a quorum.
+    #[error("etcdserver: re-configuration failed due to not enough started members")]
+    NotEnoughStartedMembers,
     /// A peer URL that is not `http(s)://host:port`.
     #[error("etcdserver: given member URLs are invalid")]
     InvalidPeerUrl,
@@ -143,6 +151,7 @@ impl RequestError {
             }
             RequestError::PeerUrlExists
             | RequestError::MemberExists
+            | RequestError::NotEnoughStartedMembers
             | RequestError::MemberNotLearner
             | RequestError::LearnerNotReady
             | RequestError::BadLeaderTransferee => Code::FailedPrecondition,
@@ -151,6 +160,7 @@ impl RequestError {
             RequestError::NoSpace | RequestError::TooManyRequests => Code::ResourceExhausted,
             RequestError::NoLeader
             | RequestError::LeaderChanged
+            | RequestError::ExpiryFromAnotherTerm
             | RequestError::Timeout
             | RequestError::Stopped => Code::Unavailable,
             RequestError::AlreadyApplied { .. } | RequestError::Internal(_) => Code::Internal,
@@ -175,6 +185,7 @@ impl RequestError {
             | RequestError::LeaseExists
             | RequestError::LeaseTtlTooLarge
             | RequestError::RequestTooLarge
+            | RequestError::ExpiryFromAnotherTerm
             | RequestError::AlreadyApplied { .. } => true,
             // A full LMDB map depends on this node's map size and file, not on the log.
             RequestError::NoSpace
@@ -187,6 +198,7 @@ impl RequestError {
             | RequestError::InvalidPeerUrl
             | RequestError::NotSupportedForLearner
             | RequestError::UnhealthyCluster
+            | RequestError::NotEnoughStartedMembers
             | RequestError::PeerUrlExists
             | RequestError::MemberExists
             | RequestError::MemberNotFound

@@ -28,6 +28,11 @@ pub struct Member {
 }
 
 impl Member {
+    /// Whether the member has started: it published its name (etcd's `IsStarted`).
+    pub fn is_started(&self) -> bool {
+        !self.name.is_empty()
+    }
+
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
             "id": format!("{:x}", self.id),
@@ -164,6 +169,20 @@ pub fn apply_attributes(
     }
 }
 
+/// etcd's strict reconfiguration rule for adding (`promoting` false) or promoting a voter: the
+/// started voters after the change must be a quorum of all voters after it. The new voter counts
+/// as started when it is a learner being promoted (it runs already). Adding a second voter to a
+/// one-member cluster is allowed, as in etcd (the way a cluster restored from one member grows).
+pub fn ready_for_another_voter(members: &[Member], promoting: bool) -> bool {
+    let voters = members.iter().filter(|m| !m.is_learner);
+    let all = 1 + voters.clone().count();
+    let started = usize::from(promoting) + voters.filter(|m| m.is_started()).count();
+    if !promoting && all == 2 && started == 1 {
+        return true;
+    }
+    started > all / 2
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,5 +234,42 @@ mod tests {
         }];
         let json = serde_json::Value::Array(m.iter().map(Member::to_json).collect()).to_string();
         assert_eq!(decode(json.as_bytes()).unwrap(), m);
+    }
+
+    #[test]
+    fn a_voter_is_added_or_promoted_only_while_started_voters_stay_a_quorum() {
+        let m = |id: u64, name: &str, is_learner: bool| Member {
+            id,
+            name: name.into(),
+            is_learner,
+            ..Default::default()
+        };
+        let one = [m(1, "a", false)];
+        assert!(
+            ready_for_another_voter(&one, false),
+            "etcd grows a one-member cluster"
+        );
+        let two_one_started = [m(1, "a", false), m(2, "", false)];
+        assert!(!ready_for_another_voter(&two_one_started, false));
+        let three = [m(1, "a", false), m(2, "b", false), m(3, "c", false)];
+        assert!(ready_for_another_voter(&three, false));
+        let three_one_unstarted = [m(1, "a", false), m(2, "b", false), m(3, "", false)];
+        assert!(!ready_for_another_voter(&three_one_unstarted, false));
+        // A learner never counts as a voter; a promoted learner counts as started.
+        let with_learner = [m(1, "a", false), m(2, "", false), m(4, "l", true)];
+        assert!(!ready_for_another_voter(&with_learner, false));
+        assert!(ready_for_another_voter(
+            &[m(1, "a", false), m(4, "l", true)],
+            true
+        ));
+        assert!(!ready_for_another_voter(
+            &[
+                m(1, "a", false),
+                m(2, "", false),
+                m(3, "", false),
+                m(4, "l", true)
+            ],
+            true
+        ));
     }
 }

@@ -16,6 +16,8 @@
 //! computes the same responses.
 
 pub mod apply;
+#[cfg(test)]
+mod driver_tests;
 pub mod error;
 pub mod membership;
 pub mod metrics;
@@ -25,9 +27,10 @@ pub mod validate;
 #[path = "watch.rs"]
 pub mod watches;
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ::raft::eraftpb::{ConfChangeType, Message};
@@ -93,6 +96,8 @@ pub struct ServerConfig {
     pub max_request_bytes: usize,
     pub max_txn_ops: usize,
     pub quota_backend_bytes: u64,
+    /// etcd's --strict-reconfig-check: refuse membership changes that would lose quorum.
+    pub strict_reconfig_check: bool,
     /// Joining a running cluster (`--initial-cluster-state existing`): start with an empty log
     /// and learn everything, membership included, from the leader.
     pub join_existing: bool,
@@ -149,7 +154,15 @@ struct Inner {
     commands: mpsc::Sender<Command>,
     status: watch::Receiver<NodeStatus>,
     events: broadcast::Sender<Arc<Vec<Event>>>,
+    /// This member's start count (see [`next_boot_count`]); requests carry it.
+    boot: u64,
+    /// The counter of this start's next request (and membership change), from 1.
     next_request_id: AtomicU64,
+    /// Counters of the requests whose clients still wait: the smallest is the floor every new
+    /// request carries (see [`crate::raft::dedup`]).
+    pending: Mutex<BTreeSet<u64>>,
+    /// The next lease id this member hands out when a client lets the server choose.
+    next_lease_id: AtomicU64,
     metrics: Arc<metrics::Metrics>,
     lessor: Arc<Lessor>,
     clock: Arc<dyn Clock>,
@@ -205,6 +218,12 @@ impl Server {
         let (storage, snapshot_index) = node::restore_storage(&contents, &store)
             .map_err(|e| StartError::Raft(e.to_string()))?;
 
+        let boot = next_boot_count(io.disk.as_ref(), &member_dir).map_err(|source| {
+            StartError::DataDir {
+                path: member_dir.display().to_string(),
+                source,
+            }
+        })?;
         let node_cfg = NodeConfig {
             id: cfg.member_id,
             tick_interval: cfg.heartbeat_interval,
@@ -216,6 +235,8 @@ impl Server {
             // A lost ReadIndex request or answer is asked again after a few heartbeats.
             read_retry: 3 * cfg.heartbeat_interval,
             snap_dir: member_dir.join("snap"),
+            boot,
+            strict_reconfig_check: cfg.strict_reconfig_check,
         };
         let raft_cfg = node::raft_config(&node_cfg, store.consistent_index());
         let raw = RawNode::new(&raft_cfg, storage, &node::raft_logger())
@@ -235,13 +256,7 @@ impl Server {
         let publish_clock = io.clock.clone();
         let publish_stop = shutdown.clone();
         let expire_stop = shutdown.clone();
-        let boot = next_boot_count(io.disk.as_ref(), &member_dir).map_err(|source| {
-            StartError::DataDir {
-                path: member_dir.display().to_string(),
-                source,
-            }
-        })?;
-        let first_request_id = initial_request_id(cfg.member_id, boot);
+        let first_lease_id = initial_lease_id(cfg.member_id, boot);
         let node = Node::new(NodeParts {
             config: node_cfg,
             raw_node: raw,
@@ -269,7 +284,10 @@ impl Server {
             commands: cmd_tx,
             status: status_rx,
             events: events_tx,
-            next_request_id: AtomicU64::new(first_request_id),
+            boot,
+            next_request_id: AtomicU64::new(1),
+            pending: Mutex::new(BTreeSet::new()),
+            next_lease_id: AtomicU64::new(first_lease_id),
             metrics,
             lessor,
             clock: publish_clock.clone(),
@@ -426,8 +444,8 @@ impl Server {
             return Err(RequestError::TooManyRequests);
         }
         while req.id <= 0 {
-            req.id = (self.inner.next_request_id.fetch_add(1, Ordering::Relaxed)
-                & (i64::MAX as u64)) as i64;
+            req.id = (self.inner.next_lease_id.fetch_add(1, Ordering::Relaxed) & (i64::MAX as u64))
+                as i64;
         }
         self.write(cairnpb::request::Op::LeaseGrant(req)).await
     }
@@ -520,17 +538,27 @@ impl Server {
             }
             let st = self.node_status();
             let now = self.inner.clock.now();
-            if st.is_leader && !lessor.is_primary() {
-                lessor.promote(now, self.inner.cfg.election_timeout);
+            if st.is_leader && lessor.primary_term() != Some(st.term) {
+                lessor.promote(now, self.inner.cfg.election_timeout, st.term);
             } else if !st.is_leader && lessor.is_primary() {
                 lessor.demote();
             }
-            if !lessor.is_primary() {
+            let Some(term) = lessor.primary_term() else {
                 continue;
-            }
+            };
             for id in lessor.expired(now) {
-                tracing::debug!(lease = %format!("{id:x}"), "lease expired; revoking");
-                if let Err(e) = self.lease_revoke(LeaseRevokeRequest { id }).await {
+                // Each revoke may wait; leadership and the lease's deadline are judged again
+                // right before each one, and the revoke carries the term it was judged in.
+                let st = self.node_status();
+                if !st.is_leader || st.term != term {
+                    break;
+                }
+                if !lessor.is_expired(id, self.inner.clock.now()) {
+                    continue;
+                }
+                tracing::debug!(lease = %format!("{id:x}"), term, "lease expired; revoking");
+                let op = cairnpb::request::Op::LeaseRevoke(LeaseRevokeRequest { id });
+                if let Err(e) = self.propose_request(op, term).await {
                     tracing::debug!(lease = %format!("{id:x}"), error = %e, "revoking an expired lease failed; will retry");
                 }
             }
@@ -559,6 +587,12 @@ impl Server {
         }
         if members.len() >= membership::MEMBERS_MAX {
             return Err(RequestError::TooManyRequests);
+        }
+        if self.inner.cfg.strict_reconfig_check
+            && !is_learner
+            && !membership::ready_for_another_voter(&members, false)
+        {
+            return Err(RequestError::NotEnoughStartedMembers);
         }
         // Like etcd, a member added at runtime gets an id from its peer URLs, the cluster and the
         // time, so re-adding the same URLs later yields a new id.
@@ -627,6 +661,11 @@ impl Server {
         if !member.is_learner {
             return Err(RequestError::MemberNotLearner);
         }
+        if self.inner.cfg.strict_reconfig_check
+            && !membership::ready_for_another_voter(&self.members()?, true)
+        {
+            return Err(RequestError::NotEnoughStartedMembers);
+        }
         Ok(self
             .conf_change(ConfChangeType::AddNode, &member, true)
             .await?
@@ -680,7 +719,11 @@ impl Server {
     ) -> Result<(Vec<membership::Member>, u64), RequestError> {
         let request_id = self.inner.next_request_id.fetch_add(1, Ordering::Relaxed);
         let mut context = member.to_json();
+        // The waiter is this start's: the node answers it only for a change from this member and
+        // start (another member's or start's counter may be the same number).
         context["request_id"] = serde_json::json!(request_id);
+        context["request_origin"] = serde_json::json!(self.inner.cfg.member_id);
+        context["request_boot"] = serde_json::json!(self.inner.boot);
         let mut change = ::raft::eraftpb::ConfChange::default();
         change.set_change_type(kind);
         change.node_id = member.id;
@@ -823,14 +866,28 @@ impl Server {
         &self,
         op: cairnpb::request::Op,
     ) -> Result<(ApplyResponse, u64), RequestError> {
+        self.propose_request(op, 0).await
+    }
+
+    /// [`Server::propose`], for a lease expiry judged by the leader of `expiry_term` when that
+    /// is not 0: such a request is never parked or forwarded, and applies only if the leader of
+    /// that term appended it.
+    async fn propose_request(
+        &self,
+        op: cairnpb::request::Op,
+        expiry_term: u64,
+    ) -> Result<(ApplyResponse, u64), RequestError> {
         if !matches!(op, cairnpb::request::Op::MemberAttributes(_)) {
             self.check_not_learner()?;
         }
-        let id = self.inner.next_request_id.fetch_add(1, Ordering::Relaxed);
+        let pending = Pending::new(&self.inner)?;
         let request = cairnpb::Request {
-            id,
+            id: pending.id,
             op: Some(op),
             origin: self.inner.cfg.member_id,
+            boot: self.inner.boot,
+            floor: pending.floor,
+            expiry_term,
         };
         if request.encoded_len() > self.inner.cfg.max_request_bytes {
             return Err(RequestError::RequestTooLarge);
@@ -954,10 +1011,45 @@ fn unexpected(r: ApplyResponse) -> RequestError {
     ))
 }
 
-/// Request ids are unique for a member across its restarts (and, with the member id that travels
-/// beside them as `Request.origin`, across the cluster): the low 16 bits of the member id in the
-/// top 16 bits, this start's number in the next 16, then a 32-bit counter.
-fn initial_request_id(member_id: u64, boot: u64) -> u64 {
+/// A request whose client waits for it: registered under its counter until the request is
+/// answered, fails or times out (the guard's drop), so that every request made meanwhile carries
+/// a floor at most its counter and the log can never refuse it as abandoned.
+struct Pending<'a> {
+    inner: &'a Inner,
+    id: u64,
+    floor: u64,
+}
+
+impl<'a> Pending<'a> {
+    fn new(inner: &'a Inner) -> Result<Pending<'a>, RequestError> {
+        let mut pending = inner.pending.lock().expect("pending requests lock");
+        // Counter and floor under one lock: a request made later never carries an older floor.
+        let id = inner.next_request_id.fetch_add(1, Ordering::Relaxed);
+        let floor = pending.first().copied().unwrap_or(id);
+        if id - floor >= crate::raft::dedup::PENDING_SPAN_MAX {
+            return Err(RequestError::TooManyRequests);
+        }
+        pending.insert(id);
+        Ok(Pending { inner, id, floor })
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        let removed = self
+            .inner
+            .pending
+            .lock()
+            .expect("pending requests lock")
+            .remove(&self.id);
+        debug_assert!(removed, "a pending request is registered once");
+    }
+}
+
+/// Lease ids a member chooses are unlikely to collide with another member's (a collision is
+/// refused at apply as "lease already exists"): the low 16 bits of the member id in the top 16
+/// bits, this start's number in the next 16, then a 32-bit counter.
+fn initial_lease_id(member_id: u64, boot: u64) -> u64 {
     ((member_id & 0xffff) << 48) | ((boot & 0xffff) << 32)
 }
 

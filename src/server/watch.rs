@@ -811,6 +811,7 @@ mod tests {
                 max_request_bytes: crate::config::MAX_REQUEST_BYTES_DEFAULT,
                 max_txn_ops: 128,
                 quota_backend_bytes: 1 << 30,
+                strict_reconfig_check: true,
                 join_existing: false,
             };
             let io = ServerIo {
