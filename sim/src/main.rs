@@ -304,6 +304,16 @@ mod cli {
         if std::env::var_os("CAIRN_SIM_VERBOSE").is_none() {
             std::panic::set_hook(Box::new(|_| {}));
         }
+        // The node's own logs (raft-rs's elections and votes included), one span per member, for
+        // replaying a single seed: `CAIRN_SIM_LOG=raft=debug,cairn=info`. Off by default: the
+        // logs of a sweep would drown the report.
+        if let Ok(filter) = std::env::var("CAIRN_SIM_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .without_time()
+                .with_writer(std::io::stderr)
+                .try_init();
+        }
         let started = Instant::now();
         let mut trace_out = match &a.trace {
             Some(path) => match std::fs::File::create(path) {

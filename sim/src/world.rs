@@ -370,7 +370,7 @@ impl World {
             net.in_flight += copies;
             if trace_messages {
                 drop(g);
-                self.event("msg_sent", format!("\"from\":\"{}\",\"to\":\"{}\",\"type\":\"{:?}\",\"term\":{},\"index\":{},\"entries\":{}", self.name(from), self.name(to), msg.get_msg_type(), msg.term, msg.index, msg.entries.len()));
+                self.event("msg_sent", format!("\"from\":\"{}\",\"to\":\"{}\",\"type\":\"{:?}\",\"term\":{},\"index\":{},\"entries\":{},\"commit\":{}", self.name(from), self.name(to), msg.get_msg_type(), msg.term, msg.index, msg.entries.len(), msg.commit));
             }
         }
         for d in deliveries {

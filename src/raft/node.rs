@@ -1,6 +1,6 @@
 //! The Ready loop: one task per member owns the raft-rs `RawNode`, the WAL and the apply path.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +36,9 @@ pub const PARKED_PROPOSALS_MAX: usize = 4096;
 pub const WAITERS_MAX: usize = 65_536;
 /// Read batches waiting for a ReadIndex answer or for apply to catch up.
 pub const READ_BATCHES_MAX: usize = 4096;
+/// Election timeouts a leader that applied its own removal waits, at most, for the remaining
+/// members to learn that the removal is committed (see [`Leaving`]) before it stops anyway.
+pub const LEAVE_ELECTION_TIMEOUTS_MAX: u32 = 3;
 
 /// The outcome of a proposal, handed back to the member that proposed it.
 pub type ProposalResult = Result<Applied, RequestError>;
@@ -158,6 +161,49 @@ struct ReadBatch {
     index: Option<u64>,
 }
 
+/// This member, as leader, applied its own removal, and the remaining members may not know yet.
+///
+/// raft-rs switches a member to a new configuration when that member *applies* the conf change,
+/// and a follower learns that an entry is committed only from the leader's next message. A
+/// leader that stopped the moment it applied its own removal left its followers with the entry
+/// in their logs, uncommitted, still counting the removed leader as a voter. With one more
+/// member down for good that is a configuration they can never win an election in (seed 9136 of
+/// the simulator: 4 voters of which 2 run, while the committed configuration, 3 voters of which
+/// 2 run, has a quorum), and nobody is left to tell them otherwise. etcd stops a removed member
+/// only after a delay for the same reason. Here the member takes no new work and steps nothing
+/// more into raft-rs (which cannot run a leader outside its own configuration), but sends a
+/// heartbeat carrying the commit index every tick, and stops once a quorum of the new
+/// configuration has reported a commit index covering the removal (their append and heartbeat
+/// responses carry it), once another leader tells it a commit index that covers it, or after
+/// [`LEAVE_ELECTION_TIMEOUTS_MAX`] election timeouts. The client that asked for the removal is
+/// answered then: once it is told, the member may be switched off at once.
+struct Leaving {
+    /// Index of the conf change that removed this member.
+    index: u64,
+    /// Voters of the new configuration (incoming and, when joint, outgoing).
+    voters: Vec<u64>,
+    voters_outgoing: Vec<u64>,
+    /// Voters that reported a commit index at or above `index`.
+    informed: BTreeSet<u64>,
+    /// Another member leads and already knows the removal is committed.
+    leader_informed: bool,
+    deadline: Duration,
+    /// The removal's waiter and its answer, held until the member stops.
+    reply: Option<(ConfChangeReply, (Vec<Member>, u64))>,
+}
+
+impl Leaving {
+    fn done(&self, now: Duration) -> bool {
+        let majority = |voters: &[u64]| {
+            voters.is_empty()
+                || voters.iter().filter(|v| self.informed.contains(v)).count() > voters.len() / 2
+        };
+        self.leader_informed
+            || now >= self.deadline
+            || (majority(&self.voters) && majority(&self.voters_outgoing))
+    }
+}
+
 struct Parked {
     request: cairnpb::Request,
     reply: oneshot::Sender<ProposalResult>,
@@ -198,6 +244,8 @@ pub struct Node {
     peers_changed: bool,
     last_timeout: usize,
     last_role: (u64, StateRole, u64),
+    /// Set once this member, as leader, applied its own removal: see [`Leaving`].
+    leaving: Option<Leaving>,
 }
 
 impl Node {
@@ -231,6 +279,7 @@ impl Node {
             peers_changed: false,
             last_timeout: 0,
             last_role: (0, StateRole::Follower, 0),
+            leaving: None,
         };
         node.reseed_election_timeout(true);
         node
@@ -272,7 +321,14 @@ impl Node {
                         // The process stalled (pause, clock jump): do not tick in a burst.
                         next_tick = self.clock.now() + self.cfg.tick_interval;
                     }
-                    self.raw.tick();
+                    if self.leaving.is_some() {
+                        // raft-rs cannot run a leader that is out of its own configuration (it
+                        // looks up its own progress): the leaving member only tells its
+                        // followers the commit index, once a tick.
+                        self.raw.raft.bcast_heartbeat();
+                    } else {
+                        self.raw.tick();
+                    }
                     self.on_tick();
                 }
                 msg = self.inbound.recv() => {
@@ -306,6 +362,16 @@ impl Node {
                 self.on_ready()?;
             }
             self.publish_status();
+            if self
+                .leaving
+                .as_ref()
+                .is_some_and(|l| l.done(self.clock.now()))
+            {
+                if let Some((w, answer)) = self.leaving.take().and_then(|l| l.reply) {
+                    let _ = w.send(Ok(answer));
+                }
+                return Err(NodeError::Removed);
+            }
         }
         self.store
             .sync()
@@ -364,12 +430,39 @@ impl Node {
         if msg.from != ::raft::INVALID_ID {
             self.last_heard.insert(msg.from, self.clock.now());
         }
+        if let Some(l) = &mut self.leaving {
+            if msg.commit >= l.index {
+                match msg.get_msg_type() {
+                    MessageType::MsgAppendResponse | MessageType::MsgHeartbeatResponse => {
+                        l.informed.insert(msg.from);
+                    }
+                    MessageType::MsgAppend | MessageType::MsgHeartbeat => {
+                        l.leader_informed = true;
+                    }
+                    _ => {}
+                }
+            }
+            // Nothing reaches raft-rs any more (see the tick): answers are only counted.
+            return;
+        }
         if let Err(e) = self.raw.step(msg) {
             tracing::debug!(error = %e, "raft step rejected a message");
         }
     }
 
     fn handle(&mut self, cmd: Command) {
+        if self.leaving.is_some() {
+            // Removed: it only waits for the others to learn of it (see `Leaving`).
+            match cmd {
+                Command::Propose { reply, .. } => drop(reply.send(Err(RequestError::Stopped))),
+                Command::ReadIndex { reply } => drop(reply.send(Err(RequestError::Stopped))),
+                Command::ConfChange { reply, .. } => drop(reply.send(Err(RequestError::Stopped))),
+                Command::TransferLeader { reply, .. } => {
+                    drop(reply.send(Err(RequestError::Stopped)))
+                }
+            }
+            return;
+        }
         match cmd {
             Command::Propose { request, reply } => self.propose(request, reply),
             Command::ReadIndex { reply } if crate::bugs::active(crate::bugs::Bug::StaleRead) => {
@@ -510,6 +603,10 @@ impl Node {
     }
 
     fn propose(&mut self, request: cairnpb::Request, reply: oneshot::Sender<ProposalResult>) {
+        if self.leaving.is_some() {
+            let _ = reply.send(Err(RequestError::Stopped));
+            return;
+        }
         if self.waiters.len() >= WAITERS_MAX {
             let _ = reply.send(Err(RequestError::TooManyRequests));
             return;
@@ -1149,12 +1246,35 @@ impl Node {
             let own = self.is_own(v["request_origin"].as_u64()?, v["request_boot"].as_u64()?);
             own.then(|| v["request_id"].as_u64()).flatten()
         });
-        if let Some(w) = request.and_then(|id| self.conf_waiters.remove(&id)) {
-            let _ = w.send(Ok((self.members.clone(), self.raw.raft.term)));
-        }
+        let waiter = request.and_then(|id| self.conf_waiters.remove(&id));
+        let answer = (self.members.clone(), self.raw.raft.term);
         let removed_self = changes
             .iter()
             .any(|(k, id)| *k == ConfChangeType::RemoveNode && *id == self.cfg.id);
+        if removed_self
+            && self.raw.raft.state == StateRole::Leader
+            && !cs.voters.is_empty()
+            && !crate::bugs::active(crate::bugs::Bug::RemovedLeaderStopsAtOnce)
+        {
+            let timeout = self.cfg.tick_interval * self.cfg.election_ticks as u32;
+            tracing::info!(
+                index,
+                "removed from the cluster while leading: staying until the others know"
+            );
+            self.leaving = Some(Leaving {
+                index,
+                voters: cs.voters.clone(),
+                voters_outgoing: cs.voters_outgoing.clone(),
+                informed: BTreeSet::new(),
+                leader_informed: false,
+                deadline: self.clock.now() + timeout * LEAVE_ELECTION_TIMEOUTS_MAX,
+                reply: waiter.map(|w| (w, answer)),
+            });
+            return Ok(());
+        }
+        if let Some(w) = waiter {
+            let _ = w.send(Ok(answer));
+        }
         if removed_self {
             return Err(NodeError::Removed);
         }
