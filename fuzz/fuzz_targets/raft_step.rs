@@ -118,6 +118,7 @@ fn node_config(id: u64, snapshot_count: u64) -> NodeConfig {
         leader_wait: Duration::from_secs(5),
         read_retry: Duration::from_secs(1),
         boot: 1,
+        strict_reconfig_check: true,
     }
 }
 
