@@ -176,7 +176,7 @@ struct ReadBatch {
 /// configuration has reported a commit index covering the removal (their append and heartbeat
 /// responses carry it), once another leader tells it a commit index that covers it, or after
 /// [`LEAVE_ELECTION_TIMEOUTS_MAX`] election timeouts. The client that asked for the removal is
-/// answered then: once it is told, the member may be switched off at once.
+/// answered when the removal applies, as etcd answers it.
 struct Leaving {
     /// Index of the conf change that removed this member.
     index: u64,
@@ -188,8 +188,6 @@ struct Leaving {
     /// Another member leads and already knows the removal is committed.
     leader_informed: bool,
     deadline: Duration,
-    /// The removal's waiter and its answer, held until the member stops.
-    reply: Option<(ConfChangeReply, (Vec<Member>, u64))>,
 }
 
 impl Leaving {
@@ -367,9 +365,6 @@ impl Node {
                 .as_ref()
                 .is_some_and(|l| l.done(self.clock.now()))
             {
-                if let Some((w, answer)) = self.leaving.take().and_then(|l| l.reply) {
-                    let _ = w.send(Ok(answer));
-                }
                 return Err(NodeError::Removed);
             }
         }
@@ -1268,8 +1263,12 @@ impl Node {
                 informed: BTreeSet::new(),
                 leader_informed: false,
                 deadline: self.clock.now() + timeout * LEAVE_ELECTION_TIMEOUTS_MAX,
-                reply: waiter.map(|w| (w, answer)),
             });
+            // Answered now, as etcd does: the peers that learn of the removal refuse this
+            // member's messages and may stop it before it leaves on its own.
+            if let Some(w) = waiter {
+                let _ = w.send(Ok(answer));
+            }
             return Ok(());
         }
         if let Some(w) = waiter {
