@@ -945,17 +945,21 @@ impl Node {
     /// (still pending at the leader, or queued for this member) would release this one's batch of
     /// the same number at an index older than writes acknowledged since.
     fn read_context(&self, id: u64) -> Vec<u8> {
-        let boot = if crate::bugs::active(crate::bugs::Bug::ReadIndexReuse) {
-            0
-        } else {
-            self.cfg.boot
-        };
         ReadContext {
             member: self.cfg.id,
-            boot,
+            boot: self.read_boot(),
             batch: id,
         }
         .encode()
+    }
+
+    /// The start count read contexts carry (the same for every start with the reuse bug on).
+    fn read_boot(&self) -> u64 {
+        if crate::bugs::active(crate::bugs::Bug::ReadIndexReuse) {
+            0
+        } else {
+            self.cfg.boot
+        }
     }
 
     /// Takes the read indexes the leader answered for batches this incarnation asked for; any
@@ -966,12 +970,7 @@ impl Node {
                 tracing::debug!("ignored a read state with a malformed context");
                 continue;
             };
-            let boot = if crate::bugs::active(crate::bugs::Bug::ReadIndexReuse) {
-                0
-            } else {
-                self.cfg.boot
-            };
-            if ctx.member != self.cfg.id || ctx.boot != boot {
+            if ctx.member != self.cfg.id || ctx.boot != self.read_boot() {
                 tracing::debug!(
                     member = %format!("{:x}", ctx.member),
                     boot = ctx.boot,
@@ -1241,8 +1240,12 @@ impl Node {
             let own = self.is_own(v["request_origin"].as_u64()?, v["request_boot"].as_u64()?);
             own.then(|| v["request_id"].as_u64()).flatten()
         });
-        let waiter = request.and_then(|id| self.conf_waiters.remove(&id));
-        let answer = (self.members.clone(), self.raw.raft.term);
+        if let Some(w) = request.and_then(|id| self.conf_waiters.remove(&id)) {
+            // Answered when the change applies, as etcd does, also when it removes this member:
+            // the peers that learn of the removal refuse this member's messages and may stop it
+            // before it leaves on its own.
+            let _ = w.send(Ok((self.members.clone(), self.raw.raft.term)));
+        }
         let removed_self = changes
             .iter()
             .any(|(k, id)| *k == ConfChangeType::RemoveNode && *id == self.cfg.id);
@@ -1264,15 +1267,7 @@ impl Node {
                 leader_informed: false,
                 deadline: self.clock.now() + timeout * LEAVE_ELECTION_TIMEOUTS_MAX,
             });
-            // Answered now, as etcd does: the peers that learn of the removal refuse this
-            // member's messages and may stop it before it leaves on its own.
-            if let Some(w) = waiter {
-                let _ = w.send(Ok(answer));
-            }
             return Ok(());
-        }
-        if let Some(w) = waiter {
-            let _ = w.send(Ok(answer));
         }
         if removed_self {
             return Err(NodeError::Removed);
