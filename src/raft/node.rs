@@ -724,8 +724,10 @@ impl Node {
         for id in resend {
             self.raw.read_index(self.read_context(id));
         }
-        // Waiters whose client went away will never be read; forget them.
+        // Waiters whose client went away will never be read; forget them. Conf-change waiters
+        // too: otherwise abandoned ones pile up to WAITERS_MAX and every later change is refused.
         self.waiters.retain(|_, w| !w.is_closed());
+        self.conf_waiters.retain(|_, w| !w.is_closed());
     }
 
     /// raft-rs draws election timeouts from a thread-local RNG; cairn overrides every fresh draw
