@@ -512,4 +512,24 @@ mod tests {
             "nothing unapplied"
         );
     }
+
+    /// Issue 8, item 7: the received snapshot's rename must be durable before the node syncs
+    /// the WAL record that points at it. The receiving side publishes the file with
+    /// `cairn::peer::publish_snapshot`; a power loss right after it returns must keep the file
+    /// under its final name (without the directory sync it is gone, and the member never starts).
+    #[test]
+    fn a_published_snapshot_survives_a_power_loss() {
+        let disk = SimDisk::new();
+        let snap = Path::new("/m/member/snap");
+        cairn::peer::prepare_snapshot_dir(&disk, snap).unwrap();
+        let tmp = snap.join("0000000000000007.tmp");
+        let path = cairn::peer::snapshot_path(snap, 7);
+        let mut f = disk.open_append(&tmp).unwrap();
+        f.append(b"snapshot bytes").unwrap();
+        f.sync().unwrap();
+        cairn::peer::publish_snapshot(&disk, &tmp, &path).unwrap();
+        disk.crash(&mut SplitMix64::new(3), false);
+        assert_eq!(disk.read(&path).unwrap(), b"snapshot bytes");
+        assert!(!disk.exists(&tmp));
+    }
 }

@@ -25,7 +25,7 @@ use protobuf::Message as _;
 use std::path::{Path, PathBuf};
 use tokio::sync::mpsc;
 
-use crate::io::{Clock, Transport};
+use crate::io::{Clock, Disk, Transport};
 use crate::proto::cairnpb::peer_client::PeerClient;
 use crate::proto::cairnpb::peer_server::{Peer, PeerServer};
 use crate::proto::cairnpb::{PeerAck, RaftBatch, SnapshotChunk};
@@ -361,6 +361,36 @@ pub fn snapshot_path(snap_dir: &Path, index: u64) -> PathBuf {
     snap_dir.join(format!("{index:016x}.snap"))
 }
 
+/// Creates the directory received snapshots go to, and makes its name durable: a snapshot file
+/// inside a directory that a power loss forgets is lost with it.
+pub fn prepare_snapshot_dir(disk: &dyn Disk, snap_dir: &Path) -> std::io::Result<()> {
+    if disk.exists(snap_dir) {
+        return Ok(());
+    }
+    disk.create_dir_all(snap_dir)?;
+    match snap_dir.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => disk.sync_dir(parent),
+        _ => Ok(()),
+    }
+}
+
+/// Gives a received, synced and verified snapshot file (`tmp`) its final name, durably.
+///
+/// The node is told about the snapshot only after this returns, and it then syncs a WAL record
+/// that says "the log starts at this snapshot" before it installs the file. At restart,
+/// `Server::start` finishes an interrupted install from the file. So the file's name must be
+/// durable before the node can sync that record: a rename is durable only once its directory is
+/// synced, and without that sync a power loss could keep the WAL record and lose the file, leaving
+/// a member that refuses to start, forever.
+pub fn publish_snapshot(disk: &dyn Disk, tmp: &Path, final_path: &Path) -> std::io::Result<()> {
+    disk.rename(tmp, final_path)?;
+    let dir = final_path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    disk.sync_dir(dir)
+}
+
 /// The generated server type: madsim-tonic's carries an interceptor parameter, tonic's does not.
 #[cfg(not(madsim))]
 pub type PeerServerOf = PeerServer<PeerService>;
@@ -437,7 +467,11 @@ impl Peer for PeerService {
             ));
         }
         let index = msg.get_snapshot().get_metadata().index;
-        std::fs::create_dir_all(&self.snap_dir)
+        // The snapshot directory is on the real file system in both builds, because LMDB's
+        // install reads the file with std::fs; the Disk seam is used for the naming steps, whose
+        // durability the simulated disk's tests check (sim/src/disk.rs).
+        let disk = crate::io::FsDisk;
+        prepare_snapshot_dir(&disk, &self.snap_dir)
             .map_err(|e| tonic::Status::internal(e.to_string()))?;
         let final_path = snapshot_path(&self.snap_dir, index);
         let tmp = final_path.with_extension("tmp");
@@ -469,7 +503,8 @@ impl Peer for PeerService {
             let _ = std::fs::remove_file(&tmp);
             return Err(tonic::Status::data_loss(e.to_string()));
         }
-        std::fs::rename(&tmp, &final_path).map_err(|e| tonic::Status::internal(e.to_string()))?;
+        publish_snapshot(&disk, &tmp, &final_path)
+            .map_err(|e| tonic::Status::internal(e.to_string()))?;
         tracing::info!(index, bytes = received, "received a snapshot");
         self.inbound
             .send(msg)
