@@ -7,7 +7,7 @@
 //! Services not implemented yet answer `Unimplemented`.
 
 #[cfg(not(madsim))]
-mod authority;
+pub mod authority;
 mod cluster;
 #[cfg(not(madsim))]
 mod gateway;
