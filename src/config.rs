@@ -17,6 +17,16 @@ use crate::server::{InitialMember, ServerConfig};
 
 /// etcd's default --max-request-bytes: 1.5 MiB.
 pub const MAX_REQUEST_BYTES_DEFAULT: usize = 1536 * 1024;
+/// The most a proposal's raft `Entry` adds around the request it carries: the request's bytes
+/// are the entry's `data`, and the entry's protobuf encoding adds its type, term and index
+/// (varints of at most 10 bytes each, with their tags), the data's tag and length, an empty
+/// context and `sync_log`: under 40 bytes; 64 leaves room.
+pub const ENTRY_ENVELOPE_BYTES_MAX: usize = 64;
+/// The largest --max-request-bytes. The limit applies to the whole `cairnpb::Request` (its id,
+/// origin and operation: `Server::propose` checks its encoded length), and that request wrapped
+/// in its raft entry must fit in one WAL record, or appending the entry would stop the node on
+/// every member. etcd has no such bound (it warns above 10 MiB).
+pub const MAX_REQUEST_BYTES_MAX: usize = crate::wal::RECORD_BYTES_MAX - ENTRY_ENVELOPE_BYTES_MAX;
 /// etcd's default backend quota when --quota-backend-bytes is 0: 2 GiB.
 pub const QUOTA_BACKEND_BYTES_DEFAULT: u64 = 2 * 1024 * 1024 * 1024;
 /// etcd's upper bound for the backend quota: 8 GiB.
@@ -175,6 +185,13 @@ impl Flags {
         }
         if self.max_request_bytes == 0 {
             return Err(bad("--max-request-bytes must be > 0".into()));
+        }
+        if self.max_request_bytes > MAX_REQUEST_BYTES_MAX {
+            return Err(bad(format!(
+                "--max-request-bytes {} exceeds maximum {MAX_REQUEST_BYTES_MAX} (a request in its raft entry must fit in one WAL record of {} bytes)",
+                self.max_request_bytes,
+                crate::wal::RECORD_BYTES_MAX
+            )));
         }
         if self.max_txn_ops == 0 {
             return Err(bad("--max-txn-ops must be > 0".into()));
@@ -504,6 +521,46 @@ mod tests {
                 other => panic!("{bad:?}: expected an error, got {other:?}"),
             }
         }
+    }
+
+    /// Issue 8, item 11: a request larger than a WAL record stopped the node at append.
+    #[test]
+    fn max_request_bytes_above_the_wal_record_limit_is_refused_at_start() {
+        let max = MAX_REQUEST_BYTES_MAX.to_string();
+        let cfg = Config::from_args(&args(&["--max-request-bytes", &max])).unwrap();
+        assert_eq!(cfg.server.max_request_bytes, MAX_REQUEST_BYTES_MAX);
+        let over = (MAX_REQUEST_BYTES_MAX + 1).to_string();
+        match Config::from_args(&args(&["--max-request-bytes", &over])) {
+            Err(ConfigError::Invalid(m)) => {
+                assert!(
+                    m.contains("--max-request-bytes") && m.contains("WAL record"),
+                    "{m}"
+                )
+            }
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    /// The bound's premise: the largest request the flag allows, in the largest raft entry
+    /// around it, is a payload the WAL accepts.
+    #[test]
+    fn the_largest_allowed_request_fits_in_a_wal_record_as_a_raft_entry() {
+        use protobuf::Message as _;
+        let entry = raft::eraftpb::Entry {
+            entry_type: raft::eraftpb::EntryType::EntryConfChangeV2,
+            term: u64::MAX,
+            index: u64::MAX,
+            data: vec![0xff; MAX_REQUEST_BYTES_MAX].into(),
+            sync_log: true,
+            ..Default::default()
+        };
+        let payload = entry.write_to_bytes().unwrap();
+        assert!(
+            payload.len() <= crate::wal::RECORD_BYTES_MAX,
+            "{} bytes",
+            payload.len()
+        );
+        assert!(payload.len() - MAX_REQUEST_BYTES_MAX <= ENTRY_ENVELOPE_BYTES_MAX);
     }
 
     #[test]
