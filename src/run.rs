@@ -93,10 +93,9 @@ pub async fn run(
             };
             let snap_dir = cfg.server.data_dir.join("member").join("snap");
             let members = server.clone();
-            let is_removed: crate::peer::RemovedCheck = Arc::new(move |id| {
-                crate::server::membership::load_removed(members.store())
-                    .is_ok_and(|r| r.contains(&id))
-            });
+            let removed = crate::server::membership::RemovedCache::default();
+            let is_removed: crate::peer::RemovedCheck =
+                Arc::new(move |id| removed.contains(members.store(), id).unwrap_or(false));
             let svc =
                 PeerService::new(cluster_id, member_id, inbound.clone(), snap_dir, is_removed);
             let members = crate::api::peer_cluster_service(server.clone());

@@ -91,6 +91,59 @@ pub fn load_removed(store: &Store) -> Result<Vec<u64>, MvccError> {
     serde_json::from_slice(&bytes).map_err(|e| MvccError::Corrupt(format!("removed members: {e}")))
 }
 
+/// The removed-member set for the peer service's check, which runs on every incoming batch.
+///
+/// Reading it means an LMDB read and a JSON parse; both are skipped while the store's applied
+/// index has not moved (the set changes only by applying an entry or installing a snapshot, and
+/// both move the index), and the parse is skipped while the stored bytes are the same. The index
+/// is read before the bytes: the store makes a commit visible in LMDB before it publishes the
+/// commit's index, so the bytes read are never older than the index recorded with them.
+#[derive(Debug, Default)]
+pub struct RemovedCache {
+    cached: std::sync::Mutex<RemovedCached>,
+}
+
+#[derive(Debug, Default)]
+struct RemovedCached {
+    /// The applied index the set was read at; `None` before the first read.
+    index: Option<u64>,
+    bytes: Vec<u8>,
+    removed: std::collections::BTreeSet<u64>,
+    parses: u64,
+}
+
+impl RemovedCache {
+    /// Whether `id` was removed from the cluster, as of the store's applied state.
+    pub fn contains(&self, store: &Store, id: u64) -> Result<bool, MvccError> {
+        let index = store.consistent_index();
+        let mut c = self.cached.lock().expect("removed cache lock poisoned");
+        if c.index != Some(index) {
+            let bytes = store.meta_get(REMOVED_META)?.unwrap_or_default();
+            if c.index.is_none() || bytes != c.bytes {
+                c.removed = if bytes.is_empty() {
+                    Default::default()
+                } else {
+                    let ids: Vec<u64> = serde_json::from_slice(&bytes)
+                        .map_err(|e| MvccError::Corrupt(format!("removed members: {e}")))?;
+                    ids.into_iter().collect()
+                };
+                c.bytes = bytes;
+                c.parses += 1;
+            }
+            c.index = Some(index);
+        }
+        Ok(c.removed.contains(&id))
+    }
+
+    /// How many times the stored set was parsed (for tests).
+    pub fn parses(&self) -> u64 {
+        self.cached
+            .lock()
+            .expect("removed cache lock poisoned")
+            .parses
+    }
+}
+
 /// Records more removed members within the apply transaction of the removal.
 pub fn save_removed(w: &mut WriteTxn<'_>, removed: &[u64]) -> Result<(), MvccError> {
     let json = serde_json::to_string(removed).expect("a list of ids encodes");
@@ -197,6 +250,34 @@ mod tests {
         .to_json()
         .to_string()
         .into_bytes()
+    }
+
+    /// Issue 8, item 11: the peer check parsed the stored JSON on every incoming batch.
+    #[test]
+    fn the_removed_set_is_parsed_again_only_when_it_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 16 << 20).unwrap();
+        let cache = RemovedCache::default();
+        assert!(!cache.contains(&store, 7).unwrap());
+        for _ in 0..100 {
+            assert!(!cache.contains(&store, 7).unwrap());
+        }
+        assert_eq!(cache.parses(), 1);
+        // An entry that changes something else: read again, not parsed again.
+        let mut w = store.write(1).unwrap();
+        w.meta_put("other", b"x").unwrap();
+        w.end().unwrap();
+        assert!(!cache.contains(&store, 7).unwrap());
+        assert_eq!(cache.parses(), 1);
+        // A removal is seen at once.
+        let mut w = store.write(2).unwrap();
+        save_removed(&mut w, &[3, 7]).unwrap();
+        w.end().unwrap();
+        assert!(cache.contains(&store, 7).unwrap());
+        assert!(cache.contains(&store, 3).unwrap());
+        assert!(!cache.contains(&store, 4).unwrap());
+        assert_eq!(cache.parses(), 2);
+        assert_eq!(load_removed(&store).unwrap(), vec![3, 7]);
     }
 
     #[test]
