@@ -1398,8 +1398,10 @@ impl Node {
             }
             self.last_leader = r.leader_id;
         }
+        // Membership changes are proposals too; a waiter whose client went away counts until
+        // the next tick forgets it.
         self.metrics.proposals_pending.store(
-            self.waiters.len() as u64,
+            (self.waiters.len() + self.conf_waiters.len()) as u64,
             std::sync::atomic::Ordering::Relaxed,
         );
         let status = NodeStatus {

@@ -352,3 +352,65 @@ async fn a_lease_expiry_applies_only_in_the_term_that_judged_it() {
     );
     member.shut_down().await;
 }
+
+/// The pending proposals `/metrics` reports (waiters of requests and of membership changes).
+fn proposals_pending(server: &Server) -> u64 {
+    let text = server.render_metrics();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("etcd_server_proposals_pending "))
+        .expect("the metric is rendered");
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+/// A membership change whose client went away (its call was cancelled before the change
+/// applied) must not keep its waiter: abandoned conf-change waiters used to pile up until
+/// WAITERS_MAX of them refused every later membership change with "too many requests".
+#[tokio::test]
+async fn an_abandoned_membership_change_forgets_its_waiter() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let mut member = start(dir.path(), 3).await;
+    // The member publishes its name first; commit that, so nothing else waits.
+    let publish = loop {
+        let m = member.next(MessageType::MsgPropose).await;
+        let r = cairnpb::Request::decode(m.entries[0].data.as_ref()).unwrap();
+        if matches!(r.op, Some(cairnpb::request::Op::MemberAttributes(_))) {
+            break r;
+        }
+    };
+    member.append(3, &[publish]).await;
+    tokio::time::timeout(WAIT, async {
+        while proposals_pending(&member.server) != 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the publish applied");
+
+    let server = member.server.clone();
+    let add = tokio::spawn(async move {
+        server
+            .member_add(vec!["http://127.0.0.1:49999".into()], true)
+            .await
+    });
+    // The follower forwards the change to the test's leader, which never commits it.
+    loop {
+        let m = member.next(MessageType::MsgPropose).await;
+        if m.entries[0].get_entry_type() == ::raft::eraftpb::EntryType::EntryConfChange {
+            break;
+        }
+    }
+    tokio::time::sleep(SETTLE).await;
+    assert_eq!(proposals_pending(&member.server), 1, "the change waits");
+    add.abort();
+    let _ = add.await;
+    // A few ticks (50 ms each) later the waiter is gone.
+    tokio::time::timeout(WAIT, async {
+        while proposals_pending(&member.server) != 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the abandoned change's waiter was forgotten");
+    member.shut_down().await;
+}
