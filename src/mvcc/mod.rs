@@ -69,7 +69,7 @@ pub use index::KeySpan;
 pub use revision::Revision;
 pub use store::{
     read_snapshot, verify_snapshot, ReadTxn, Store, WriteTxn, CLIENT_SNAPSHOT_PREFIX,
-    EVENTS_BETWEEN_MAX, SNAPSHOT_MAGIC, SNAPSHOT_RECORD_BYTES_MAX,
+    EVENTS_BETWEEN_MAX, INSTALL_DIR, SNAPSHOT_MAGIC, SNAPSHOT_RECORD_BYTES_MAX,
 };
 
 use crate::proto::mvccpb::KeyValue;

@@ -4,7 +4,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::ops::{Bound, ControlFlow};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
 
 use heed::types::{Bytes, Str};
 use heed::{CommitOrAbort, Database, Env, EnvFlags, EnvOpenOptions, RoTxn, RwTxn, WithoutTls};
@@ -34,6 +35,15 @@ const META_CONSISTENT_INDEX: &str = "cairn/consistent_index";
 const META_COMPACT_REV: &str = "cairn/compact_rev";
 /// `meta` key of the last compaction whose physical deletion finished.
 const META_FINISHED_COMPACT_REV: &str = "cairn/finished_compact_rev";
+/// The directory, inside the store's, where [`Store::install_snapshot`] builds the new backend
+/// before it takes the place of the current one; [`Store::open`] removes one a crash left behind.
+pub const INSTALL_DIR: &str = "install";
+/// The name LMDB gives its data file in an environment's directory.
+const LMDB_DATA_FILE: &str = "data.mdb";
+/// How long an install waits for readers of the old backend to finish. Readers hold it for one
+/// synchronous read, so this is only reached if one is stuck (the install then fails, and the
+/// node stops rather than hang).
+const BACKEND_CLOSE_WAIT: Duration = Duration::from_secs(60);
 /// Prefix of the named blobs of [`WriteTxn::meta_put`] / [`Store::meta_get`].
 const META_BLOB_PREFIX: &str = "blob/";
 
@@ -151,13 +161,114 @@ struct State {
     consistent_index: u64,
 }
 
-/// The revisioned key-value store. Shared as `Arc<Store>`: any number of concurrent readers, and
-/// one writer at a time (the apply task), serialized by an internal mutex.
-pub struct Store {
-    dir: PathBuf,
+/// One LMDB environment and its databases. Cheap to clone (the environment is reference
+/// counted); the environment closes when its last clone, and its last transaction, is gone.
+#[derive(Clone)]
+struct Backend {
     env: Env<WithoutTls>,
     kv: Database<'static, Bytes, Bytes>,
     meta: Database<'static, Str, Bytes>,
+}
+
+impl Backend {
+    /// Opens (creating if needed) the LMDB environment in `dir`.
+    fn open(dir: &Path, map_size_bytes: usize) -> Result<Backend, MvccError> {
+        let mut options = EnvOpenOptions::new().read_txn_without_tls();
+        options
+            .map_size(map_size_bytes)
+            .max_dbs(DATABASES_MAX)
+            .max_readers(READERS_MAX);
+        // SAFETY: NO_SYNC trades LMDB's own durability for speed: the raft WAL is the durable
+        // record, and the consistent index stored with every commit makes replay after a crash
+        // idempotent (see the module docs). The directory is private to this store: nothing
+        // else maps or modifies the file while it is open.
+        let env = unsafe {
+            options.flags(EnvFlags::NO_SYNC);
+            options.open(dir)?
+        };
+        let wtxn = env.write_txn()?;
+        let (kv, meta) = env
+            .create_databases_and_commit(wtxn, |opener, wtxn| -> Result<_, heed::Error> {
+                let kv = opener.create_database::<Bytes, Bytes>(wtxn, Some("kv"))?;
+                let meta = opener.create_database::<Str, Bytes>(wtxn, Some("meta"))?;
+                Ok(CommitOrAbort::<_, ()>::Commit((kv, meta)))
+            })?
+            .unwrap_commit();
+        Ok(Backend { env, kv, meta })
+    }
+
+    /// Closes the environment, waiting for the transactions and clones other threads hold (every
+    /// reader keeps them for one short, synchronous read). LMDB allows one environment per file
+    /// in a process, so the file can be replaced and opened again only after this.
+    fn close(self) -> Result<(), MvccError> {
+        let closing = self.env.prepare_for_closing();
+        if closing.wait_timeout(BACKEND_CLOSE_WAIT) {
+            Ok(())
+        } else {
+            Err(MvccError::Storage(format!(
+                "the backend was still in use {BACKEND_CLOSE_WAIT:?} after it was closed"
+            )))
+        }
+    }
+}
+
+/// A write transaction that holds a handle of its environment, so that it does not borrow the
+/// [`Store`]'s current [`Backend`] (which an install replaces, though never while a write is
+/// open: both hold the writer lock).
+struct OwnedRwTxn {
+    // Field order matters: `txn` borrows `_env` and is dropped (aborted) first, as struct fields
+    // drop in declaration order. Nothing outside this type takes the struct apart.
+    txn: RwTxn<'static>,
+    _env: Arc<Env<WithoutTls>>,
+}
+
+impl OwnedRwTxn {
+    fn begin(env: Env<WithoutTls>) -> Result<OwnedRwTxn, MvccError> {
+        let env = Arc::new(env);
+        let txn = env.write_txn()?;
+        // SAFETY: only the lifetime changes. heed's transaction keeps a reference into the `Env`
+        // it came from; that `Env` lives in the `Arc`'s allocation, which never moves, and is
+        // dropped only after `txn` (field order above; `commit` consumes `txn` first).
+        let txn = unsafe { std::mem::transmute::<RwTxn<'_>, RwTxn<'static>>(txn) };
+        Ok(OwnedRwTxn { txn, _env: env })
+    }
+
+    fn commit(self) -> Result<(), MvccError> {
+        let OwnedRwTxn { txn, _env } = self;
+        let committed = txn.commit();
+        drop(_env);
+        Ok(committed?)
+    }
+}
+
+impl std::ops::Deref for OwnedRwTxn {
+    type Target = RwTxn<'static>;
+
+    fn deref(&self) -> &RwTxn<'static> {
+        &self.txn
+    }
+}
+
+impl std::ops::DerefMut for OwnedRwTxn {
+    fn deref_mut(&mut self) -> &mut RwTxn<'static> {
+        &mut self.txn
+    }
+}
+
+/// The revisioned key-value store. Shared as `Arc<Store>`: any number of concurrent readers, and
+/// one writer at a time (the apply task), serialized by an internal mutex.
+///
+/// Installing a snapshot replaces the LMDB environment (see [`Store::install_snapshot`]): it
+/// holds `writer` and the `backend` lock while it waits for the old environment's clones to go.
+/// So an operation clones the backend once (see [`Store::backend`]) and calls no other `Store`
+/// method while it holds the clone; the `state` lock is free then (only writers, which hold
+/// `writer`, take it for writing), so every holder of a clone finishes.
+pub struct Store {
+    dir: PathBuf,
+    /// The map size every environment of this store is opened with.
+    map_size_bytes: usize,
+    /// The current LMDB environment; `None` only if replacing it failed (the node stops then).
+    backend: RwLock<Option<Backend>>,
     state: RwLock<State>,
     writer: Mutex<()>,
     /// Named blobs waiting for the next commit that records a raft index (see
@@ -266,37 +377,20 @@ impl Store {
                 std::fs::remove_file(entry.path())?;
             }
         }
+        // A backend an install was building when the member stopped: the install starts over.
+        let install = dir.join(INSTALL_DIR);
+        if install.exists() {
+            std::fs::remove_dir_all(&install)?;
+        }
         let map_size = map_size_bytes
             .max(MAP_SIZE_ALIGN_BYTES)
             .div_ceil(MAP_SIZE_ALIGN_BYTES)
             * MAP_SIZE_ALIGN_BYTES;
-        let mut options = EnvOpenOptions::new().read_txn_without_tls();
-        options
-            .map_size(map_size)
-            .max_dbs(DATABASES_MAX)
-            .max_readers(READERS_MAX);
-        // SAFETY: NO_SYNC trades LMDB's own durability for speed: the raft WAL is the durable
-        // record, and the consistent index stored with every commit makes replay after a crash
-        // idempotent (see the module docs). The directory is private to this store: nothing
-        // else maps or modifies the file while it is open.
-        let env = unsafe {
-            options.flags(EnvFlags::NO_SYNC);
-            options.open(dir)?
-        };
-        let wtxn = env.write_txn()?;
-        let (kv, meta) = env
-            .create_databases_and_commit(wtxn, |opener, wtxn| -> Result<_, heed::Error> {
-                let kv = opener.create_database::<Bytes, Bytes>(wtxn, Some("kv"))?;
-                let meta = opener.create_database::<Str, Bytes>(wtxn, Some("meta"))?;
-                Ok(CommitOrAbort::<_, ()>::Commit((kv, meta)))
-            })?
-            .unwrap_commit();
-
+        let backend = Backend::open(dir, map_size)?;
         let store = Store {
             dir: dir.to_path_buf(),
-            env,
-            kv,
-            meta,
+            map_size_bytes: map_size,
+            backend: RwLock::new(Some(backend)),
             state: RwLock::new(State {
                 index: KeyIndex::new(),
                 current_rev: 1,
@@ -313,7 +407,8 @@ impl Store {
     /// Rebuilds the in-memory state (key index, revisions, consistent index) from LMDB, finishing
     /// an interrupted compaction on the way. Used at open and after a snapshot was installed.
     fn rebuild(&self) -> Result<(), MvccError> {
-        let (env, kv, meta) = (&self.env, &self.kv, &self.meta);
+        let backend = self.backend()?;
+        let (env, kv, meta) = (&backend.env, &backend.kv, &backend.meta);
         let rtxn = env.read_txn()?;
         let consistent_index = read_u64(meta, &rtxn, META_CONSISTENT_INDEX)?.unwrap_or(0);
         let compact_rev = read_i64(meta, &rtxn, META_COMPACT_REV)?.unwrap_or(-1);
@@ -352,6 +447,8 @@ impl Store {
             stored.push(rev);
         }
         drop(rtxn);
+        // `purge` clones the backend itself (an operation holds one clone at a time).
+        drop(backend);
         let last_main = stored.last().map_or(1, |r| r.main);
         // Compaction may have removed the newest revisions (tombstones at the floor), so the
         // floor also bounds the current revision from below, as etcd's restore does.
@@ -405,6 +502,16 @@ impl Store {
             .expect("mvcc state lock poisoned by a panic")
     }
 
+    /// A clone of the current backend, for one operation: hold it only for that operation, and
+    /// call no other `Store` method meanwhile (see [`Store`] on installs).
+    fn backend(&self) -> Result<Backend, MvccError> {
+        self.backend
+            .read()
+            .expect("mvcc backend lock poisoned by a panic")
+            .clone()
+            .ok_or_else(|| MvccError::Storage("the backend was closed by a failed install".into()))
+    }
+
     fn lock_writer(&self) -> MutexGuard<'_, ()> {
         self.writer
             .lock()
@@ -451,16 +558,17 @@ impl Store {
         range_end: &[u8],
         opts: &RangeOptions,
     ) -> Result<RangeResult, MvccError> {
+        let b = self.backend()?;
         let span = KeySpan::new(key, range_end);
         let (revs, count, current, txn) = {
             let st = self.state_read();
             let rev = read_revision(opts.rev, st.current_rev, st.compact_rev)?;
             let (revs, count) = st.index.revisions(span, rev, opts.limit, opts.count_only);
             // Opened under the lock: every revision just found is in this snapshot.
-            let txn = self.env.read_txn()?;
+            let txn = b.env.read_txn()?;
             (revs, count, st.current_rev, txn)
         };
-        let kvs = fetch(&self.kv, &txn, &revs)?;
+        let kvs = fetch(&b.kv, &txn, &revs)?;
         Ok(RangeResult {
             kvs,
             count,
@@ -473,10 +581,13 @@ impl Store {
     /// the simulator's single thread that would deadlock the apply task), and call no other
     /// `Store` method while holding it (the lock is not re-entrant once a writer waits).
     pub fn read(&self) -> Result<ReadTxn<'_>, MvccError> {
+        let b = self.backend()?;
         let state = self.state_read();
-        let txn = self.env.read_txn()?;
+        // The transaction owns a handle of its environment: the view does not borrow the
+        // backend an install may replace (the install waits for the view to end).
+        let txn = b.env.static_read_txn()?;
         Ok(ReadTxn {
-            store: self,
+            kv: b.kv,
             txn,
             state,
         })
@@ -495,10 +606,13 @@ impl Store {
                 consistent_index,
             });
         }
-        let txn = self.env.write_txn()?;
+        let b = self.backend()?;
+        let txn = OwnedRwTxn::begin(b.env)?;
         Ok(WriteTxn {
             store: self,
             txn,
+            kv: b.kv,
+            meta: b.meta,
             _writer: writer,
             raft_index,
             begin_rev,
@@ -520,6 +634,7 @@ impl Store {
     /// the newest version at or below `rev` stays unless it is a tombstone; everything older is
     /// deleted from the index and from LMDB. The current revision does not change.
     pub fn compact(&self, raft_index: u64, rev: i64) -> Result<(), MvccError> {
+        let b = self.backend()?;
         let _writer = self.lock_writer();
         {
             let st = self.state_read();
@@ -538,11 +653,11 @@ impl Store {
         }
         // 1. The new floor and the raft index, durably together: from here on the compaction
         //    has happened, and `open` finishes it if we crash before the deletion does.
-        let mut wtxn = self.env.write_txn()?;
-        self.meta
+        let mut wtxn = b.env.write_txn()?;
+        b.meta
             .put(&mut wtxn, META_COMPACT_REV, &rev.to_be_bytes())?;
-        self.write_staged(&mut wtxn)?;
-        self.meta
+        self.write_staged(&b.meta, &mut wtxn)?;
+        b.meta
             .put(&mut wtxn, META_CONSISTENT_INDEX, &raft_index.to_be_bytes())?;
         wtxn.commit()?;
         // 2. The index forgets the revisions before LMDB loses them (see the module docs).
@@ -561,15 +676,16 @@ impl Store {
     /// Deletes from LMDB every revision `<= at_rev` not in `keep`, in batches of
     /// [`COMPACTION_BATCH_MAX`], then records the compaction as finished. Idempotent.
     fn purge(&self, at_rev: i64, keep: &HashSet<Revision>) -> Result<usize, MvccError> {
+        let b = self.backend()?;
         let end = Revision::bound_key(at_rev.saturating_add(1));
         let batches_max = {
-            let rtxn = self.env.read_txn()?;
-            self.kv.len(&rtxn)? as usize / COMPACTION_BATCH_MAX + 2
+            let rtxn = b.env.read_txn()?;
+            b.kv.len(&rtxn)? as usize / COMPACTION_BATCH_MAX + 2
         };
         let mut cursor: Vec<u8> = Revision::bound_key(0);
         let mut deleted = 0usize;
         for _ in 0..batches_max {
-            let mut wtxn = self.env.write_txn()?;
+            let mut wtxn = b.env.write_txn()?;
             let mut doomed: Vec<Vec<u8>> = Vec::new();
             let mut next: Option<Vec<u8>> = None;
             {
@@ -577,7 +693,7 @@ impl Store {
                     Bound::Included(cursor.as_slice()),
                     Bound::Excluded(end.as_slice()),
                 );
-                for (scanned, item) in self.kv.range(&wtxn, &bounds)?.enumerate() {
+                for (scanned, item) in b.kv.range(&wtxn, &bounds)?.enumerate() {
                     let (key, _) = item?;
                     if scanned == COMPACTION_BATCH_MAX {
                         next = Some(key.to_vec());
@@ -591,12 +707,12 @@ impl Store {
                 }
             }
             for key in &doomed {
-                let existed = self.kv.delete(&mut wtxn, key)?;
+                let existed = b.kv.delete(&mut wtxn, key)?;
                 assert!(existed, "purge deletes only keys it just read");
             }
             deleted += doomed.len();
             if next.is_none() {
-                self.meta
+                b.meta
                     .put(&mut wtxn, META_FINISHED_COMPACT_REV, &at_rev.to_be_bytes())?;
             }
             wtxn.commit()?;
@@ -626,6 +742,7 @@ impl Store {
         range_end: &[u8],
         limit: usize,
     ) -> Result<Vec<Event>, MvccError> {
+        let b = self.backend()?;
         let limit = if limit == 0 {
             EVENTS_BETWEEN_MAX
         } else {
@@ -637,7 +754,7 @@ impl Store {
             if start_rev < st.compact_rev {
                 return Err(MvccError::Compacted);
             }
-            (self.env.read_txn()?, st.current_rev)
+            (b.env.read_txn()?, st.current_rev)
         };
         let start = start_rev.max(1);
         let end = end_rev.min(current);
@@ -648,7 +765,7 @@ impl Store {
         let hi = Revision::bound_key(end + 1);
         let mut events: Vec<Event> = Vec::new();
         let mut last_main = 0i64;
-        for item in self.kv.range(
+        for item in b.kv.range(
             &txn,
             &(
                 Bound::Included(lo.as_slice()),
@@ -702,7 +819,7 @@ impl Store {
         };
         for (e, prev) in events.iter_mut().zip(prev_revs) {
             if let Some(rev) = prev {
-                e.prev_kv = fetch(&self.kv, &txn, &[rev])?.pop();
+                e.prev_kv = fetch(&b.kv, &txn, &[rev])?.pop();
             }
         }
         Ok(events)
@@ -714,16 +831,17 @@ impl Store {
     /// the same revisions (compaction is applied at the same index everywhere), so equal hashes at
     /// the same revision mean equal key spaces. Returns (hash, compact revision, revision hashed).
     pub fn hash_kv(&self, rev: i64) -> Result<(u32, i64, i64), MvccError> {
+        let b = self.backend()?;
         let (current, compact) = {
             let st = self.state_read();
             (st.current_rev, st.compact_rev)
         };
         let rev = read_revision(rev, current, compact)?;
-        let txn = self.env.read_txn()?;
+        let txn = b.env.read_txn()?;
         let upper = Revision::bound_key(rev + 1);
         let mut hasher = crc32fast::Hasher::new();
         hasher.update(b"key");
-        for item in self.kv.iter(&txn)? {
+        for item in b.kv.iter(&txn)? {
             let (k, v) = item?;
             if k >= upper.as_slice() {
                 break;
@@ -740,6 +858,7 @@ impl Store {
     /// u32 LE][value len u32 LE][key][value]` (tag 1 = kv, 2 = meta), then tag 0 and a CRC-32 (LE) of
     /// everything before it.
     pub fn export_snapshot(&self, path: &Path) -> Result<u64, MvccError> {
+        let b = self.backend()?;
         use std::io::Write as _;
         let file = std::fs::File::create(path)?;
         let mut out = std::io::BufWriter::new(file);
@@ -750,10 +869,10 @@ impl Store {
                 out.write_all(bytes)?;
                 Ok(())
             };
-        let txn = self.env.read_txn()?;
-        let consistent_index = read_u64(&self.meta, &txn, META_CONSISTENT_INDEX)?.unwrap_or(0);
+        let txn = b.env.read_txn()?;
+        let consistent_index = read_u64(&b.meta, &txn, META_CONSISTENT_INDEX)?.unwrap_or(0);
         put(&mut out, SNAPSHOT_MAGIC)?;
-        for item in self.kv.iter(&txn)? {
+        for item in b.kv.iter(&txn)? {
             let (k, v) = item?;
             put(&mut out, &[1])?;
             put(&mut out, &(k.len() as u32).to_le_bytes())?;
@@ -761,7 +880,7 @@ impl Store {
             put(&mut out, k)?;
             put(&mut out, v)?;
         }
-        for item in self.meta.iter(&txn)? {
+        for item in b.meta.iter(&txn)? {
             let (k, v) = item?;
             put(&mut out, &[2])?;
             put(&mut out, &(k.len() as u32).to_le_bytes())?;
@@ -779,38 +898,89 @@ impl Store {
     }
 
     /// Replaces the whole backend with a snapshot file written by [`Store::export_snapshot`] (on
-    /// the leader), in one LMDB write transaction, then rebuilds the in-memory state. The file is
-    /// read as a stream, and the transaction commits only once its checksum matched: a damaged
-    /// snapshot is refused, never served, and leaves the store as it was. Returns the consistent index the store now holds.
+    /// the leader), then rebuilds the in-memory state. Returns the consistent index the store
+    /// now holds.
+    ///
+    /// As etcd installs a received snapshot by renaming its file into place, the new backend is
+    /// built as a fresh LMDB file beside the current one (in [`INSTALL_DIR`]), synced, and
+    /// renamed over it. So the install never needs room for the old and the new data in one
+    /// LMDB map: clearing and refilling the current file in one transaction did, since LMDB
+    /// frees the old pages only once that transaction commits, and a backend above half of the
+    /// map could never install a snapshot of its own size (the member then stopped on every
+    /// start). The file is read as a stream, and the new backend takes the old one's place only
+    /// once the checksum matched: a damaged snapshot is refused, never served, and leaves the
+    /// store as it was. A crash before the rename leaves the old backend (and a half-built one
+    /// that [`Store::open`] removes); after it, the new one, synced. Either way the member's
+    /// restart finishes the install from the snapshot file if the backend is behind it.
     pub fn install_snapshot(&self, path: &Path) -> Result<u64, MvccError> {
         let file = std::fs::File::open(path)?;
+        let _writer = self.lock_writer();
+        self.staged
+            .lock()
+            .expect("staged meta lock poisoned")
+            .clear();
+        let fresh_dir = self.dir.join(INSTALL_DIR);
+        if fresh_dir.exists() {
+            std::fs::remove_dir_all(&fresh_dir)?;
+        }
+        std::fs::create_dir(&fresh_dir)?;
+        let built = self.build_backend(&fresh_dir, file);
+        if let Err(e) = built {
+            let _ = std::fs::remove_dir_all(&fresh_dir);
+            return Err(e);
+        }
+        self.replace_backend(&fresh_dir)?;
+        self.rebuild()?;
+        Ok(self.consistent_index())
+    }
+
+    /// Fills a new LMDB environment in `dir` from a snapshot file, syncs it and closes it.
+    fn build_backend(&self, dir: &Path, file: std::fs::File) -> Result<(), MvccError> {
+        let fresh = Backend::open(dir, self.map_size_bytes)?;
         {
-            let _writer = self.lock_writer();
-            self.staged
-                .lock()
-                .expect("staged meta lock poisoned")
-                .clear();
-            let mut txn = self.env.write_txn()?;
-            self.kv.clear(&mut txn)?;
-            self.meta.clear(&mut txn)?;
-            // Records go in as they are read; the checksum comes last, and a bad file leaves the
-            // transaction uncommitted (dropped, so aborted): the store is untouched.
+            let mut txn = fresh.env.write_txn()?;
+            // The checksum comes last: a bad file leaves the transaction uncommitted.
             read_snapshot(file, &mut |tag, k, v| {
                 match tag {
-                    1 => self.kv.put(&mut txn, k, v)?,
+                    1 => fresh.kv.put(&mut txn, k, v)?,
                     _ => {
                         let name = std::str::from_utf8(k)
                             .map_err(|_| corrupt("snapshot meta name is not UTF-8"))?;
-                        self.meta.put(&mut txn, name, v)?
+                        fresh.meta.put(&mut txn, name, v)?
                     }
                 }
                 Ok(())
             })?;
             txn.commit()?;
         }
-        self.env.force_sync()?;
-        self.rebuild()?;
-        Ok(self.consistent_index())
+        fresh.env.force_sync()?;
+        fresh.close()
+    }
+
+    /// Puts the backend built in `fresh_dir` in the current one's place: closes the current
+    /// environment (readers that hold it finish first; new ones wait on the lock), renames the
+    /// new file over the old and syncs the directory, then opens it. Holds the writer lock.
+    fn replace_backend(&self, fresh_dir: &Path) -> Result<(), MvccError> {
+        let mut slot = self
+            .backend
+            .write()
+            .expect("mvcc backend lock poisoned by a panic");
+        if let Some(old) = slot.take() {
+            old.close()?;
+        }
+        let replaced = (|| {
+            std::fs::rename(
+                fresh_dir.join(LMDB_DATA_FILE),
+                self.dir.join(LMDB_DATA_FILE),
+            )?;
+            // The rename is durable only once the directory is: until then a power loss may
+            // bring back the old file, which the restart then replaces again from the snapshot.
+            std::fs::File::open(&self.dir)?.sync_all()?;
+            std::fs::remove_dir_all(fresh_dir)
+        })();
+        // Whichever file is in place now (the new one, or the old one if the rename failed).
+        *slot = Some(Backend::open(&self.dir, self.map_size_bytes)?);
+        Ok(replaced?)
     }
 
     /// Stages a named blob (`None` removes it) for the next commit that records a raft index
@@ -825,7 +995,11 @@ impl Store {
             .push((blob_key(name), value));
     }
 
-    fn write_staged(&self, txn: &mut RwTxn<'_>) -> Result<(), MvccError> {
+    fn write_staged(
+        &self,
+        meta: &Database<'static, Str, Bytes>,
+        txn: &mut RwTxn<'_>,
+    ) -> Result<(), MvccError> {
         let staged: Vec<_> = self
             .staged
             .lock()
@@ -834,9 +1008,9 @@ impl Store {
             .collect();
         for (name, value) in &staged {
             match value {
-                Some(v) => self.meta.put(txn, name, v)?,
+                Some(v) => meta.put(txn, name, v)?,
                 None => {
-                    self.meta.delete(txn, name)?;
+                    meta.delete(txn, name)?;
                 }
             }
         }
@@ -845,10 +1019,11 @@ impl Store {
 
     /// Every named blob whose name starts with `prefix`, in name order.
     pub fn meta_with_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, MvccError> {
-        let txn = self.env.read_txn()?;
+        let b = self.backend()?;
+        let txn = b.env.read_txn()?;
         let full = blob_key(prefix);
         let mut out = Vec::new();
-        for item in self.meta.prefix_iter(&txn, &full)? {
+        for item in b.meta.prefix_iter(&txn, &full)? {
             let (name, value) = item?;
             out.push((name[META_BLOB_PREFIX.len()..].to_string(), value.to_vec()));
         }
@@ -856,28 +1031,32 @@ impl Store {
     }
 
     pub fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>, MvccError> {
-        let txn = self.env.read_txn()?;
-        Ok(self.meta.get(&txn, &blob_key(name))?.map(<[u8]>::to_vec))
+        let b = self.backend()?;
+        let txn = b.env.read_txn()?;
+        Ok(b.meta.get(&txn, &blob_key(name))?.map(<[u8]>::to_vec))
     }
 
     /// Size of the LMDB data file.
     pub fn db_size_bytes(&self) -> u64 {
-        self.env.real_disk_size().unwrap_or(0)
+        self.backend()
+            .ok()
+            .and_then(|b| b.env.real_disk_size().ok())
+            .unwrap_or(0)
     }
 
     /// Bytes of the pages the databases use (free pages excluded), like etcd's `dbSizeInUse`.
     pub fn db_size_in_use_bytes(&self) -> u64 {
-        let Ok(txn) = self.env.read_txn() else {
+        let Ok(b) = self.backend() else {
             return 0;
         };
-        let main = self.env.unnamed_database_stat();
+        let Ok(txn) = b.env.read_txn() else {
+            return 0;
+        };
+        let main = b.env.unnamed_database_stat();
         let mut bytes = main.non_free_page_size() as u64;
         // The two meta pages LMDB keeps at the head of the file.
         bytes += 2 * u64::from(main.page_size);
-        for stat in [self.kv.stat(&txn), self.meta.stat(&txn)]
-            .into_iter()
-            .flatten()
-        {
+        for stat in [b.kv.stat(&txn), b.meta.stat(&txn)].into_iter().flatten() {
             bytes += stat.non_free_page_size() as u64;
         }
         bytes
@@ -885,7 +1064,8 @@ impl Store {
 
     /// Forces everything committed so far to disk.
     pub fn sync(&self) -> Result<(), MvccError> {
-        self.env.force_sync()?;
+        let b = self.backend()?;
+        b.env.force_sync()?;
         Ok(())
     }
 
@@ -894,45 +1074,48 @@ impl Store {
     /// under `blob_prefixes` (the old cluster's membership) are removed. Keys, revisions and every
     /// other blob (leases) stay.
     pub fn reset_for_new_cluster(&self, blob_prefixes: &[&str]) -> Result<(), MvccError> {
+        let b = self.backend()?;
         let _writer = self.lock_writer();
-        let mut txn = self.env.write_txn()?;
+        let mut txn = b.env.write_txn()?;
         let mut doomed = Vec::new();
         for prefix in blob_prefixes {
-            for item in self.meta.prefix_iter(&txn, &blob_key(prefix))? {
+            for item in b.meta.prefix_iter(&txn, &blob_key(prefix))? {
                 doomed.push(item?.0.to_string());
             }
         }
         for name in &doomed {
-            self.meta.delete(&mut txn, name)?;
+            b.meta.delete(&mut txn, name)?;
         }
-        self.meta
+        b.meta
             .put(&mut txn, META_CONSISTENT_INDEX, &0u64.to_be_bytes())?;
         txn.commit()?;
-        self.env.force_sync()?;
+        b.env.force_sync()?;
         self.state_write().consistent_index = 0;
         Ok(())
     }
 
     /// How many records the backend holds: key revisions plus metadata records.
     pub fn record_count(&self) -> Result<u64, MvccError> {
-        let txn = self.env.read_txn()?;
-        Ok(self.kv.len(&txn)? + self.meta.len(&txn)?)
+        let b = self.backend()?;
+        let txn = b.env.read_txn()?;
+        Ok(b.kv.len(&txn)? + b.meta.len(&txn)?)
     }
 
     /// A CRC-32 of the whole backend: every key revision, then every metadata record but the
     /// applied index (members that applied the same entries agree; the index moves with every
     /// entry, including ones that change nothing).
     pub fn hash_backend(&self) -> Result<u32, MvccError> {
-        let txn = self.env.read_txn()?;
+        let b = self.backend()?;
+        let txn = b.env.read_txn()?;
         let mut crc = crc32fast::Hasher::new();
-        for item in self.kv.iter(&txn)? {
+        for item in b.kv.iter(&txn)? {
             let (k, v) = item?;
             for part in [k, v] {
                 crc.update(&(part.len() as u32).to_le_bytes());
                 crc.update(part);
             }
         }
-        for item in self.meta.iter(&txn)? {
+        for item in b.meta.iter(&txn)? {
             let (k, v) = item?;
             if k != META_CONSISTENT_INDEX {
                 for part in [k.as_bytes(), v] {
@@ -948,6 +1131,7 @@ impl Store {
     /// [`Store::open`] after moving it to `<dir>/data.mdb`). Writers are not blocked.
     pub fn copy_to(&self, path: &Path) -> Result<(), MvccError> {
         let file = self
+            .backend()?
             .env
             .copy_to_path(path, heed::CompactionOption::Enabled)?;
         // LMDB's copy does not sync; a snapshot must be durable before it is used.
@@ -959,8 +1143,9 @@ impl Store {
     /// [`Store::compact`] leaves it.
     #[cfg(test)]
     pub(crate) fn simulate_interrupted_compaction(&self, rev: i64) {
-        let mut wtxn = self.env.write_txn().unwrap();
-        self.meta
+        let b = self.backend().unwrap();
+        let mut wtxn = b.env.write_txn().unwrap();
+        b.meta
             .put(&mut wtxn, META_COMPACT_REV, &rev.to_be_bytes())
             .unwrap();
         wtxn.commit().unwrap();
@@ -969,12 +1154,13 @@ impl Store {
     /// Asserts that the key index and LMDB hold exactly the same revisions and that every stored
     /// value agrees with its key. For tests and debugging: it reads everything.
     pub fn check_consistency(&self) -> Result<(), MvccError> {
+        let b = self.backend()?;
         let st = self.state_read();
         st.index.check();
-        let txn = self.env.read_txn()?;
+        let txn = b.env.read_txn()?;
         let indexed = st.index.all_revisions();
         let mut stored = Vec::new();
-        for item in self.kv.iter(&txn)? {
+        for item in b.kv.iter(&txn)? {
             let (k, v) = item?;
             let (rev, _) = Revision::from_key(k)?;
             let kv = KeyValue::decode(v).map_err(|e| corrupt(format!("value at {rev}: {e}")))?;
@@ -999,8 +1185,8 @@ impl Store {
 
 /// A consistent read view of the store (see [`Store::read`]).
 pub struct ReadTxn<'s> {
-    store: &'s Store,
-    txn: RoTxn<'s, WithoutTls>,
+    kv: Database<'static, Bytes, Bytes>,
+    txn: RoTxn<'static, WithoutTls>,
     state: RwLockReadGuard<'s, State>,
 }
 
@@ -1030,7 +1216,7 @@ impl ReadTxn<'_> {
             opts.limit,
             opts.count_only,
         );
-        let kvs = fetch(&self.store.kv, &self.txn, &revs)?;
+        let kvs = fetch(&self.kv, &self.txn, &revs)?;
         Ok(RangeResult {
             kvs,
             count,
@@ -1052,7 +1238,9 @@ struct Change {
 pub struct WriteTxn<'s> {
     store: &'s Store,
     // Declared before `_writer` so the LMDB transaction aborts before the next writer may start.
-    txn: RwTxn<'s>,
+    txn: OwnedRwTxn,
+    kv: Database<'static, Bytes, Bytes>,
+    meta: Database<'static, Str, Bytes>,
     _writer: MutexGuard<'s, ()>,
     raft_index: u64,
     begin_rev: i64,
@@ -1099,7 +1287,7 @@ impl WriteTxn<'_> {
         let Some((rev, created, version)) = found else {
             return Ok(None);
         };
-        let kv = fetch(&self.store.kv, &self.txn, &[rev])?
+        let kv = fetch(&self.kv, &self.txn, &[rev])?
             .pop()
             .expect("one revision, one value");
         if kv.key != key || kv.create_revision != created || kv.version != version {
@@ -1138,7 +1326,7 @@ impl WriteTxn<'_> {
                     .state_read()
                     .index
                     .revisions(span, rev, opts.limit, opts.count_only);
-            let kvs = fetch(&self.store.kv, &self.txn, &revs)?;
+            let kvs = fetch(&self.kv, &self.txn, &revs)?;
             return Ok(RangeResult {
                 kvs,
                 count,
@@ -1177,7 +1365,7 @@ impl WriteTxn<'_> {
             };
             for (_, source) in merged.into_iter().take(take) {
                 kvs.push(match source {
-                    Source::Base(r) => fetch(&self.store.kv, &self.txn, &[r])?.pop().expect("one"),
+                    Source::Base(r) => fetch(&self.kv, &self.txn, &[r])?.pop().expect("one"),
                     Source::Own(kv) => kv,
                 });
             }
@@ -1215,8 +1403,7 @@ impl WriteTxn<'_> {
             value: value.to_vec(),
             lease,
         };
-        self.store
-            .kv
+        self.kv
             .put(&mut self.txn, &rev.to_key(false), &kv.encode_to_vec())?;
         // etcd's watch reports the key as it was before this revision as prev_kv, and none for
         // an event that creates the key.
@@ -1257,8 +1444,7 @@ impl WriteTxn<'_> {
                 mod_revision: rev.main,
                 ..KeyValue::default()
             };
-            self.store
-                .kv
+            self.kv
                 .put(&mut self.txn, &rev.to_key(true), &tomb.encode_to_vec())?;
             // etcd's watch reports the key as it was before this revision as prev_kv.
             let event_prev = if touched {
@@ -1283,13 +1469,13 @@ impl WriteTxn<'_> {
 
     /// Stores a named blob (e.g. lease or auth state) atomically with this txn.
     pub fn meta_put(&mut self, name: &str, value: &[u8]) -> Result<(), MvccError> {
-        self.store.meta.put(&mut self.txn, &blob_key(name), value)?;
+        self.meta.put(&mut self.txn, &blob_key(name), value)?;
         Ok(())
     }
 
     /// Removes a named blob, committed with this txn.
     pub fn meta_delete(&mut self, name: &str) -> Result<(), MvccError> {
-        self.store.meta.delete(&mut self.txn, &blob_key(name))?;
+        self.meta.delete(&mut self.txn, &blob_key(name))?;
         Ok(())
     }
 
@@ -1299,6 +1485,7 @@ impl WriteTxn<'_> {
         let WriteTxn {
             store,
             mut txn,
+            meta,
             _writer,
             raft_index,
             begin_rev,
@@ -1307,10 +1494,8 @@ impl WriteTxn<'_> {
             ..
         } = self;
         assert_eq!(changes.len(), events.len(), "one event per change");
-        store.write_staged(&mut txn)?;
-        store
-            .meta
-            .put(&mut txn, META_CONSISTENT_INDEX, &raft_index.to_be_bytes())?;
+        store.write_staged(&meta, &mut txn)?;
+        meta.put(&mut txn, META_CONSISTENT_INDEX, &raft_index.to_be_bytes())?;
         txn.commit()?;
         // LMDB first, then the index: a reader never finds a revision its snapshot lacks.
         let mut st = store.state_write();

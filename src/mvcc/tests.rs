@@ -655,3 +655,98 @@ fn a_snapshot_file_installs_the_same_store_and_damage_changes_nothing() {
     assert_eq!(follower.hash_kv(0).unwrap(), leader.hash_kv(0).unwrap());
     follower.check_consistency().unwrap();
 }
+
+/// Puts `count` keys `<prefix><i>` of `value_bytes` bytes each, one raft entry per 16 keys
+/// from `index` on; returns the next free index.
+fn fill(s: &Store, mut index: u64, prefix: &str, count: usize, value_bytes: usize) -> u64 {
+    let value = vec![b'v'; value_bytes];
+    for chunk in (0..count).collect::<Vec<_>>().chunks(16) {
+        let mut w = s.write(index).unwrap();
+        for i in chunk {
+            w.put(format!("{prefix}{i}").as_bytes(), &value, 0).unwrap();
+        }
+        w.end().unwrap();
+        index += 1;
+    }
+    index
+}
+
+/// Issue 8, item 7: installing cleared and refilled the backend in one LMDB transaction, which
+/// needs room in the map for the old and the new data at once (LMDB frees the old pages only
+/// when that transaction commits). A follower whose backend used more than half of the map
+/// could not install a snapshot of the same size: the install failed with "map full" and the
+/// member stopped, at every start. The install builds a fresh file and renames it into place.
+#[test]
+fn a_snapshot_installs_into_a_fresh_file_when_old_and_new_do_not_fit_in_one_map() {
+    const MAP: usize = 8 << 20;
+    let (ldir, fdir) = (TempDir::new().unwrap(), TempDir::new().unwrap());
+    let leader = Store::open(ldir.path(), MAP).unwrap();
+    let follower = Store::open(fdir.path(), MAP).unwrap();
+    // About 5 MiB each, of 8: either fits, both do not.
+    let next = fill(&follower, 1, "old/", 1200, 4000);
+    fill(&leader, 1000, "new/", 1200, 4000);
+    let path = ldir.path().join("snap");
+    let index = leader.export_snapshot(&path).unwrap();
+    assert!(index > next, "the snapshot is ahead of the follower");
+
+    assert_eq!(follower.install_snapshot(&path).unwrap(), index);
+    assert_eq!(follower.hash_kv(0).unwrap(), leader.hash_kv(0).unwrap());
+    assert_eq!(all(&follower), all(&leader));
+    follower.check_consistency().unwrap();
+    assert!(!fdir.path().join(INSTALL_DIR).exists());
+    // The store goes on: writes, and the installed file is what a restart opens.
+    put(&follower, index + 1, "after", "1");
+    drop(follower);
+    let follower = Store::open(fdir.path(), MAP).unwrap();
+    assert_eq!(follower.consistent_index(), index + 1);
+    assert_eq!(follower.key_count(), 1201);
+    follower.check_consistency().unwrap();
+}
+
+/// A crash while an install was building its new backend leaves the half-built one beside the
+/// store: opening removes it and keeps the store as it was.
+#[test]
+fn a_half_built_install_is_removed_at_open() {
+    let (dir, s) = open();
+    put(&s, 1, "a", "1");
+    let before = all(&s);
+    drop(s);
+    let install = dir.path().join(INSTALL_DIR);
+    std::fs::create_dir(&install).unwrap();
+    std::fs::write(install.join("data.mdb"), b"half a backend").unwrap();
+    let s = Store::open(dir.path(), MAP_SIZE_BYTES).unwrap();
+    assert!(!install.exists());
+    assert_eq!(all(&s), before);
+    assert_eq!(s.consistent_index(), 1);
+}
+
+/// Readers and writers go on across an install: a view opened before it keeps its snapshot of
+/// the old backend, and the install waits for it (on another thread) instead of pulling the
+/// file from under it.
+#[test]
+fn an_install_waits_for_a_view_of_the_old_backend() {
+    let (_ldir, leader) = open();
+    put(&leader, 1, "k", "new");
+    put(&leader, 2, "j", "new");
+    let files = TempDir::new().unwrap();
+    let path = files.path().join("snap");
+    leader.export_snapshot(&path).unwrap();
+    let (_fdir, follower) = open();
+    put(&follower, 1, "k", "old");
+    let follower = std::sync::Arc::new(follower);
+    let view = follower.read().unwrap();
+    let installer = {
+        let f = follower.clone();
+        let path = path.clone();
+        std::thread::spawn(move || f.install_snapshot(&path).unwrap())
+    };
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(!installer.is_finished(), "the install waits for the view");
+    let old = view.range(b"k", b"", &RangeOptions::default()).unwrap();
+    assert_eq!(old.kvs[0].value, b"old");
+    drop(view);
+    assert_eq!(installer.join().unwrap(), 2);
+    let new = follower.range(b"k", b"", &RangeOptions::default()).unwrap();
+    assert_eq!(new.kvs[0].value, b"new");
+    put(&follower, 3, "k", "newer");
+}
