@@ -33,7 +33,10 @@ pub const LEASE_TTL_MAX_SECONDS: i64 = 9_000_000_000;
 pub const LEASES_MAX: usize = 1_000_000;
 /// Expired leases the primary revokes per round (etcd revokes at most 1000 per second).
 pub const EXPIRED_PER_ROUND_MAX: usize = 500;
-/// Keys a revoke may delete; a lease with more keys is refused rather than stalling apply.
+/// Keys one lease may hold, so that revoking it (one revision deleting them all) is bounded work.
+/// A put that would attach one more key to a full lease fails at apply with
+/// [`RequestError::LeaseKeysExceeded`]: the count is derived from the log, so every member refuses
+/// the same put, and a revoke never meets a lease over the limit. etcd has no such limit.
 pub const KEYS_PER_LEASE_MAX: usize = 1_000_000;
 /// Prefix of the backend meta blobs holding one lease each (`lease/<id hex>` → TTL).
 const LEASE_META_PREFIX: &str = "lease/";
@@ -68,6 +71,9 @@ pub struct LeaseInfo {
 #[derive(Debug)]
 pub struct Lessor {
     min_ttl: i64,
+    /// [`KEYS_PER_LEASE_MAX`], smaller in tests. Part of the replicated state machine: every member
+    /// must use the same value.
+    keys_per_lease_max: usize,
     inner: Mutex<Inner>,
 }
 
@@ -104,11 +110,20 @@ impl Lessor {
         }
         Ok(Lessor {
             min_ttl,
+            keys_per_lease_max: KEYS_PER_LEASE_MAX,
             inner: Mutex::new(Inner {
                 leases,
                 primary: None,
             }),
         })
+    }
+
+    /// The same lessor with a smaller key limit per lease (tests: a full lease of
+    /// [`KEYS_PER_LEASE_MAX`] keys is slow to build).
+    pub fn with_keys_per_lease_max(mut self, keys_per_lease_max: usize) -> Lessor {
+        assert!(keys_per_lease_max <= KEYS_PER_LEASE_MAX);
+        self.keys_per_lease_max = keys_per_lease_max;
+        self
     }
 
     /// Replaces the table with the backend's after a snapshot was installed; deadlines are
@@ -176,17 +191,36 @@ impl Lessor {
         Ok(ttl)
     }
 
+    /// Checks, at apply and before anything is written, that the puts of one entry may attach
+    /// their keys: a `(lease, key)` pair whose key the lease does not hold yet adds one key, and no
+    /// lease may end up with more than the limit. Pairs naming a lease that does not exist are
+    /// left to the caller's not-found check. Deterministic: the table is derived from the log.
+    pub fn check_attach(&self, puts: &[(i64, &[u8])]) -> Result<(), RequestError> {
+        let inner = self.lock();
+        let mut added: BTreeMap<i64, BTreeSet<&[u8]>> = BTreeMap::new();
+        for &(id, key) in puts {
+            let Some(lease) = inner.leases.get(&id) else {
+                continue;
+            };
+            if lease.keys.contains(key) {
+                continue;
+            }
+            let new = added.entry(id).or_default();
+            new.insert(key);
+            if lease.keys.len() + new.len() > self.keys_per_lease_max {
+                return Err(RequestError::LeaseKeysExceeded);
+            }
+        }
+        Ok(())
+    }
+
     /// Applies a revoke within the entry's write transaction: deletes every attached key (one
-    /// revision) and the lease.
+    /// revision) and the lease. Never fails for the number of keys: [`Lessor::check_attach`]
+    /// keeps every lease within the limit.
     pub fn apply_revoke(&self, w: &mut WriteTxn<'_>, id: i64) -> Result<(), RequestError> {
         let keys: Vec<Vec<u8>> = {
             let inner = self.lock();
             let lease = inner.leases.get(&id).ok_or(RequestError::LeaseNotFound)?;
-            if lease.keys.len() > KEYS_PER_LEASE_MAX {
-                return Err(RequestError::Internal(format!(
-                    "lease {id:x} holds too many keys to revoke"
-                )));
-            }
             lease.keys.iter().cloned().collect()
         };
         for key in &keys {
@@ -382,6 +416,89 @@ mod tests {
         );
         assert!(!lessor.exists(5));
         assert!(Lessor::recover(&store, 2).unwrap().leases().is_empty());
+    }
+
+    /// Issue 8: a lease over the key limit used to make its revoke fail at apply on every
+    /// member, forever. Now the put that would take it over is refused, deterministically.
+    #[test]
+    fn a_put_that_would_take_a_lease_over_its_key_limit_is_refused_and_revoke_never_fails() {
+        use crate::proto::cairnpb::{request::Op, Request};
+        use crate::proto::etcdserverpb::{
+            request_op, DeleteRangeRequest, PutRequest, RequestOp, TxnRequest,
+        };
+        use crate::server::apply;
+
+        let (_d, store) = store();
+        let lessor = Lessor::recover(&store, 2)
+            .unwrap()
+            .with_keys_per_lease_max(2);
+        let mut w = store.write(1).unwrap();
+        lessor.apply_grant(&mut w, 5, 60, Duration::ZERO).unwrap();
+        w.end().unwrap();
+        let mut index = 1;
+        let mut run = |op: Op| {
+            index += 1;
+            let req = Request {
+                id: index,
+                op: Some(op),
+                origin: 0,
+            };
+            let result = apply::apply(&store, index, &req, &lessor);
+            assert_eq!(store.consistent_index(), index, "every outcome is recorded");
+            if let Ok((_, events)) = &result {
+                lessor.on_events(events);
+            }
+            result.map(|_| ())
+        };
+        let put = |key: &str| PutRequest {
+            key: key.into(),
+            value: b"v".to_vec(),
+            lease: 5,
+            ..Default::default()
+        };
+        let txn_put = |key: &str| RequestOp {
+            request: Some(request_op::Request::RequestPut(put(key))),
+        };
+        assert_eq!(run(Op::Put(put("a"))), Ok(()));
+        assert_eq!(run(Op::Put(put("b"))), Ok(()));
+        assert_eq!(run(Op::Put(put("c"))), Err(RequestError::LeaseKeysExceeded));
+        assert!(RequestError::LeaseKeysExceeded.is_deterministic());
+        // Overwriting a key the lease holds attaches nothing new.
+        assert_eq!(run(Op::Put(put("a"))), Ok(()));
+        // A txn is counted whole, before it writes anything.
+        let txn = TxnRequest {
+            success: vec![txn_put("a"), txn_put("c")],
+            ..Default::default()
+        };
+        assert_eq!(run(Op::Txn(txn)), Err(RequestError::LeaseKeysExceeded));
+        let all = store.range(b"\0", b"\0", &RangeOptions::default()).unwrap();
+        assert_eq!(all.kvs.len(), 2);
+        assert_eq!(
+            run(Op::DeleteRange(DeleteRangeRequest {
+                key: b"b".to_vec(),
+                ..Default::default()
+            })),
+            Ok(())
+        );
+        let txn = TxnRequest {
+            success: vec![txn_put("a"), txn_put("c")],
+            ..Default::default()
+        };
+        assert_eq!(run(Op::Txn(txn)), Ok(()));
+        assert_eq!(
+            lessor
+                .time_to_live(5, Duration::ZERO, true)
+                .unwrap()
+                .keys
+                .len(),
+            2
+        );
+
+        let mut w = store.write(index + 1).unwrap();
+        assert_eq!(lessor.apply_revoke(&mut w, 5), Ok(()));
+        w.end().unwrap();
+        let left = store.range(b"\0", b"\0", &RangeOptions::default()).unwrap();
+        assert!(left.kvs.is_empty());
     }
 
     #[test]

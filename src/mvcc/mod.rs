@@ -107,8 +107,9 @@ pub enum MvccError {
     /// The requested revision is above the current revision.
     #[error("mvcc: required revision is a future revision")]
     FutureRevision,
-    /// The LMDB map is full.
-    #[error("mvcc: database space exceeded")]
+    /// The LMDB map is full (`MDB_MAP_FULL`). A local failure: the map is sized with headroom
+    /// above the space quota so that client writes are refused long before this.
+    #[error("mvcc: the LMDB map is full (MDB_MAP_FULL)")]
     NoSpace,
     /// A write was asked for with a raft index the store has already applied; replay must skip
     /// such entries before writing.

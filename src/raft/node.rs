@@ -1154,10 +1154,7 @@ impl Node {
                 Err(RequestError::ExpiryFromAnotherTerm)
             }
             Some(cairnpb::request::Op::LeaseRevoke(r)) => self.apply_lease_revoke(index, r.id),
-            _ => {
-                let lessor = self.lessor.clone();
-                apply::apply(&self.store, index, &request, &move |id| lessor.exists(id))
-            }
+            _ => apply::apply(&self.store, index, &request, self.lessor.as_ref()),
         };
         if let Ok((_, events)) = &result {
             self.lessor.on_events(events);

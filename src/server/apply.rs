@@ -73,6 +73,35 @@ pub enum ApplyResponse {
     LeaseRevoke(crate::proto::etcdserverpb::LeaseRevokeResponse),
 }
 
+/// What applying a put needs to know of the lease table (the lessor's, itself derived from the
+/// log, so the answers are the same on every member).
+pub trait Leases {
+    /// Whether lease `id` exists.
+    fn exists(&self, id: i64) -> bool;
+    /// Whether the puts `(lease, key)` of one entry may attach their keys without taking a lease
+    /// over its key limit (see [`crate::lease::Lessor::check_attach`]).
+    fn check_attach(&self, puts: &[(i64, &[u8])]) -> Result<(), RequestError>;
+}
+
+impl Leases for crate::lease::Lessor {
+    fn exists(&self, id: i64) -> bool {
+        crate::lease::Lessor::exists(self, id)
+    }
+    fn check_attach(&self, puts: &[(i64, &[u8])]) -> Result<(), RequestError> {
+        crate::lease::Lessor::check_attach(self, puts)
+    }
+}
+
+/// A bare existence test (tests and fuzz targets): leases without a key limit.
+impl<F: Fn(i64) -> bool> Leases for F {
+    fn exists(&self, id: i64) -> bool {
+        self(id)
+    }
+    fn check_attach(&self, _puts: &[(i64, &[u8])]) -> Result<(), RequestError> {
+        Ok(())
+    }
+}
+
 /// Applies the committed KV request `req` of raft entry `raft_index` to `store`: puts,
 /// delete-ranges, txns and compactions. Returns the response and the events of the new revision
 /// (empty if nothing changed), in order, for watchers. Lease and auth requests belong to their own
@@ -82,7 +111,7 @@ pub fn apply(
     store: &Store,
     raft_index: u64,
     req: &cairnpb::Request,
-    lease_exists: &dyn Fn(i64) -> bool,
+    leases: &dyn Leases,
 ) -> Result<(ApplyResponse, Vec<Event>), RequestError> {
     let consistent_index = store.consistent_index();
     if raft_index <= consistent_index {
@@ -118,9 +147,9 @@ pub fn apply(
 
     let mut wt = store.write(raft_index)?;
     let result = match op {
-        Op::Put(p) => put_request(&mut wt, p, Some(lease_exists)).map(ApplyResponse::Put),
+        Op::Put(p) => put_request(&mut wt, p, Some(leases)).map(ApplyResponse::Put),
         Op::DeleteRange(d) => delete_request(&mut wt, d).map(ApplyResponse::DeleteRange),
-        Op::Txn(t) => txn_request(&mut wt, t, lease_exists).map(ApplyResponse::Txn),
+        Op::Txn(t) => txn_request(&mut wt, t, leases).map(ApplyResponse::Txn),
         _ => unreachable!("filtered above"),
     };
     match result {
@@ -320,16 +349,20 @@ fn range_request(view: &dyn View, req: &RangeRequest) -> Result<RangeResponse, R
     })
 }
 
-/// etcd's `applierV3backend.Put`. `lease_exists` is `Some` outside a txn (inside one, the txn's
-/// up-front check has looked the lease up already).
+/// etcd's `applierV3backend.Put`. `leases` is `Some` outside a txn (inside one, the txn's
+/// up-front check has looked the lease up and counted its keys already).
 fn put_request(
     wt: &mut WriteTxn<'_>,
     req: &PutRequest,
-    lease_exists: Option<&dyn Fn(i64) -> bool>,
+    leases: Option<&dyn Leases>,
 ) -> Result<PutResponse, RequestError> {
-    if let Some(lease_exists) = lease_exists {
-        if req.lease != 0 && !lease_exists(req.lease) {
+    if let Some(leases) = leases {
+        if req.lease != 0 && !leases.exists(req.lease) {
             return Err(RequestError::LeaseNotFound);
+        }
+        // With ignore_lease the key keeps the lease it holds: nothing new is attached.
+        if req.lease != 0 {
+            leases.check_attach(&[(req.lease, req.key.as_slice())])?;
         }
     }
     let mut value = req.value.as_slice();
@@ -469,10 +502,10 @@ fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
 }
 
 /// Calls `f` on every non-txn op of the branches `path` chooses, depth first.
-fn for_each_op(
-    req: &TxnRequest,
+fn for_each_op<'r>(
+    req: &'r TxnRequest,
     path: &TxnPath,
-    f: &mut dyn FnMut(&Request) -> Result<(), RequestError>,
+    f: &mut dyn FnMut(&'r Request) -> Result<(), RequestError>,
 ) -> Result<(), RequestError> {
     let mut children = path.children.iter();
     for op in path.branch(req) {
@@ -488,13 +521,23 @@ fn for_each_op(
     Ok(())
 }
 
-/// etcd's `checkPut` over the chosen branches, against the state before the txn.
+/// etcd's `checkPut` over the chosen branches, against the state before the txn; then cairn's
+/// key limit per lease over all of the txn's attachments at once.
 fn check_puts(
     view: &dyn View,
     req: &TxnRequest,
     path: &TxnPath,
-    lease_exists: &dyn Fn(i64) -> bool,
+    leases: &dyn Leases,
 ) -> Result<(), RequestError> {
+    let mut attach: Vec<(i64, &[u8])> = Vec::new();
+    for_each_op(req, path, &mut |r| {
+        if let Request::RequestPut(p) = r {
+            if p.lease != 0 {
+                attach.push((p.lease, &p.key));
+            }
+        }
+        Ok(())
+    })?;
     for_each_op(req, path, &mut |r| {
         let Request::RequestPut(p) = r else {
             return Ok(());
@@ -505,11 +548,12 @@ fn check_puts(
                 return Err(RequestError::KeyNotFound);
             }
         }
-        if p.lease != 0 && !lease_exists(p.lease) {
+        if p.lease != 0 && !leases.exists(p.lease) {
             return Err(RequestError::LeaseNotFound);
         }
         Ok(())
-    })
+    })?;
+    leases.check_attach(&attach)
 }
 
 /// etcd's `checkRange` over the chosen branches.
@@ -532,11 +576,11 @@ fn check_ranges(view: &dyn View, req: &TxnRequest, path: &TxnPath) -> Result<(),
 fn txn_request(
     wt: &mut WriteTxn<'_>,
     req: &TxnRequest,
-    lease_exists: &dyn Fn(i64) -> bool,
+    leases: &dyn Leases,
 ) -> Result<TxnResponse, RequestError> {
     assert!(!wt.has_changes(), "a txn starts on a fresh write");
     let path = compare_to_path(&*wt, req)?;
-    check_puts(&*wt, req, &path, lease_exists)?;
+    check_puts(&*wt, req, &path, leases)?;
     check_ranges(&*wt, req, &path)?;
     let mut resp = txn_ops(wt, req, &path)?;
     resp.header = header(wt.rev());

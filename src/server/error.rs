@@ -46,9 +46,14 @@ pub enum RequestError {
     /// The request exceeds the maximum request size.
     #[error("etcdserver: request is too large")]
     RequestTooLarge,
-    /// The backend is out of space.
+    /// The NOSPACE alarm is active (or this write would take the backend past its quota): the
+    /// cluster refuses writes that add data until an operator frees space and disarms the alarm.
     #[error("etcdserver: mvcc: database space exceeded")]
     NoSpace,
+    /// A put would attach more keys to one lease than [`crate::lease::KEYS_PER_LEASE_MAX`]
+    /// (cairn's own limit, so that revoking a lease is bounded work; etcd has none).
+    #[error("etcdserver: too many keys attached to the lease")]
+    LeaseKeysExceeded,
     /// The member knows no leader.
     #[error("etcdserver: no leader")]
     NoLeader,
@@ -157,7 +162,9 @@ impl RequestError {
             | RequestError::BadLeaderTransferee => Code::FailedPrecondition,
             RequestError::MemberNotFound => Code::NotFound,
             RequestError::LeaderTransferTimeout => Code::Unavailable,
-            RequestError::NoSpace | RequestError::TooManyRequests => Code::ResourceExhausted,
+            RequestError::NoSpace
+            | RequestError::LeaseKeysExceeded
+            | RequestError::TooManyRequests => Code::ResourceExhausted,
             RequestError::NoLeader
             | RequestError::LeaderChanged
             | RequestError::ExpiryFromAnotherTerm
@@ -186,10 +193,11 @@ impl RequestError {
             | RequestError::LeaseTtlTooLarge
             | RequestError::RequestTooLarge
             | RequestError::ExpiryFromAnotherTerm
+            // Both are decided at apply from replicated state: the alarm list and the lease table.
+            | RequestError::NoSpace
+            | RequestError::LeaseKeysExceeded
             | RequestError::AlreadyApplied { .. } => true,
-            // A full LMDB map depends on this node's map size and file, not on the log.
-            RequestError::NoSpace
-            | RequestError::NoLeader
+            RequestError::NoLeader
             | RequestError::LeaderChanged
             | RequestError::Timeout
             | RequestError::Stopped
@@ -216,7 +224,10 @@ impl From<MvccError> for RequestError {
         match e {
             MvccError::Compacted => RequestError::Compacted,
             MvccError::FutureRevision => RequestError::FutureRev,
-            MvccError::NoSpace => RequestError::NoSpace,
+            // A full LMDB map depends on this node's map size and file, not on the log: the node
+            // must stop (the map is sized so that client writes cannot get here, see
+            // `crate::server::quota`).
+            e @ MvccError::NoSpace => RequestError::Internal(e.to_string()),
             MvccError::IndexRegression {
                 raft_index,
                 consistent_index,
@@ -301,6 +312,11 @@ mod tests {
                 Code::ResourceExhausted,
             ),
             (
+                RequestError::LeaseKeysExceeded,
+                "etcdserver: too many keys attached to the lease",
+                Code::ResourceExhausted,
+            ),
+            (
                 RequestError::NoLeader,
                 "etcdserver: no leader",
                 Code::Unavailable,
@@ -335,7 +351,9 @@ mod tests {
         assert!(RequestError::KeyNotFound.is_deterministic());
         assert!(RequestError::LeaseNotFound.is_deterministic());
         assert!(!RequestError::Internal("disk".into()).is_deterministic());
-        assert!(!RequestError::NoSpace.is_deterministic());
+        assert!(RequestError::NoSpace.is_deterministic());
+        assert!(RequestError::LeaseKeysExceeded.is_deterministic());
+        assert!(!RequestError::from(MvccError::NoSpace).is_deterministic());
         assert!(!RequestError::NoLeader.is_deterministic());
     }
 
@@ -349,10 +367,11 @@ mod tests {
             RequestError::from(MvccError::FutureRevision),
             RequestError::FutureRev
         );
-        assert_eq!(
+        // A full LMDB map is this member's failure, not the client's NOSPACE answer.
+        assert!(matches!(
             RequestError::from(MvccError::NoSpace),
-            RequestError::NoSpace
-        );
+            RequestError::Internal(_)
+        ));
         assert!(matches!(
             RequestError::from(MvccError::Storage("x".into())),
             RequestError::Internal(_)
