@@ -119,6 +119,7 @@ fn node_config(id: u64, snapshot_count: u64) -> NodeConfig {
         read_retry: Duration::from_secs(1),
         boot: 1,
         strict_reconfig_check: true,
+        quota_backend_bytes: cairn::config::QUOTA_BACKEND_BYTES_DEFAULT,
     }
 }
 

@@ -88,31 +88,36 @@ impl Maintenance for MaintenanceService {
         Ok(Response::new(self.server.status()))
     }
 
+    /// etcd's Alarm: list, raise or clear alarms (see `server::quota`). cairn acts on NOSPACE
+    /// only, so a client may raise no other alarm.
     async fn alarm(
         &self,
         request: Request<crate::proto::etcdserverpb::AlarmRequest>,
     ) -> Result<Response<crate::proto::etcdserverpb::AlarmResponse>, Status> {
-        use crate::proto::etcdserverpb::alarm_request::AlarmAction;
-        // cairn raises no alarms yet (no space quota alarm, no corruption alarm), so the list is
-        // always empty. Like etcd, the answer carries no header.
+        use crate::proto::etcdserverpb::{alarm_request::AlarmAction, AlarmType};
         let req = request.into_inner();
         match AlarmAction::try_from(req.action) {
-            Ok(AlarmAction::Get) | Ok(AlarmAction::Deactivate) => {
-                Ok(Response::new(crate::proto::etcdserverpb::AlarmResponse {
-                    header: None,
-                    alarms: Vec::new(),
-                }))
+            Ok(AlarmAction::Get) | Ok(AlarmAction::Deactivate) => {}
+            Ok(AlarmAction::Activate) if req.alarm == AlarmType::Nospace as i32 => {}
+            Ok(AlarmAction::Activate) => {
+                return Err(Status::unimplemented("cairn raises only the NOSPACE alarm"))
             }
-            _ => Err(Status::unimplemented(
-                "raising alarms by request is not supported",
-            )),
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown alarm action {}",
+                    req.action
+                )))
+            }
         }
+        Ok(Response::new(self.server.alarm(req).await?))
     }
 
     /// etcd rewrites its bolt file here to reuse the space freed by compaction. LMDB reuses freed
     /// pages by itself (the "in use" size of Status drops after a compaction, and later writes
     /// fill the free pages before the file grows), so there is nothing to rewrite: the call
-    /// succeeds, as etcd's does, and the file keeps its size.
+    /// succeeds, as etcd's does, and the file keeps its size. The space quota counts pages in
+    /// use, not the file (see `server::quota`), so after a compaction frees room the NOSPACE alarm
+    /// can be disarmed with or without a defragmentation.
     async fn defragment(
         &self,
         _request: Request<crate::proto::etcdserverpb::DefragmentRequest>,

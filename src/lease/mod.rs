@@ -441,7 +441,7 @@ mod tests {
             let req = Request {
                 id: index,
                 op: Some(op),
-                origin: 0,
+                ..Default::default()
             };
             let result = apply::apply(&store, index, &req, &lessor);
             assert_eq!(store.consistent_index(), index, "every outcome is recorded");

@@ -20,11 +20,13 @@ use crate::io::{Clock, Rng, Transport};
 use crate::lease::Lessor;
 use crate::mvcc::Store;
 use crate::proto::cairnpb;
+use crate::proto::etcdserverpb::AlarmType;
 use crate::proto::mvccpb::Event;
 use crate::server::apply::{self, ApplyResponse};
 use crate::server::error::RequestError;
 use crate::server::membership::{self, Change, Member};
 use crate::server::metrics::Metrics;
+use crate::server::quota::{self, Alarms};
 use crate::wal::Wal;
 
 /// Commands drained from the queue per loop turn: bounds the work between two Ready rounds while
@@ -128,6 +130,9 @@ pub struct NodeConfig {
     /// etcd's --strict-reconfig-check: the leader refuses a membership change that would leave
     /// too few running voters for a quorum.
     pub strict_reconfig_check: bool,
+    /// etcd's --quota-backend-bytes: a write applied while the backend's size in use plus the
+    /// write's cost reaches it asks for the NOSPACE alarm (see [`crate::server::quota`]).
+    pub quota_backend_bytes: u64,
 }
 
 /// Everything the node task needs, already built by the server (the library takes ready-made I/O).
@@ -147,6 +152,8 @@ pub struct NodeParts {
     /// The applied member list (from the backend).
     pub members: Vec<Member>,
     pub lessor: Arc<Lessor>,
+    /// The replicated alarm table.
+    pub alarms: Arc<Alarms>,
     /// Index of the last log compaction point (0 when the log was never compacted).
     pub snapshot_index: u64,
     /// Which requests were applied (from the backend), so a duplicated proposal applies once.
@@ -229,6 +236,7 @@ pub struct Node {
     /// Leadership transfers in flight: transferee, deadline, waiter.
     transfers: Vec<(u64, Duration, TransferReply)>,
     lessor: Arc<Lessor>,
+    alarms: Arc<Alarms>,
     last_leader: u64,
     waiters: BTreeMap<u64, oneshot::Sender<ProposalResult>>,
     parked: VecDeque<Parked>,
@@ -266,6 +274,7 @@ impl Node {
             last_heard: BTreeMap::new(),
             transfers: Vec::new(),
             lessor: parts.lessor,
+            alarms: parts.alarms,
             last_leader: 0,
             waiters: BTreeMap::new(),
             parked: VecDeque::new(),
@@ -853,6 +862,7 @@ impl Node {
         self.members = membership::load(&self.store).map_err(storage)?;
         self.set_transport_peers();
         self.lessor.reload(&self.store).map_err(storage)?;
+        self.alarms.reload(&self.store).map_err(storage)?;
         self.applied = AppliedRequests::load(&self.store).map_err(storage)?;
         self.snapshot_index = meta.index;
         let _ = std::fs::remove_file(&path);
@@ -1130,7 +1140,25 @@ impl Node {
                     .map_err(|e| NodeError::Storage(e.to_string()));
             }
         }
+        let cost = request.op.as_ref().map_or(0, quota::cost);
+        let capped = cost > 0 && self.alarms.is_active(AlarmType::Nospace);
+        if cost > 0 && !capped {
+            // etcd's quota applier: the write applies whatever this member's file holds (that
+            // cannot decide what the log does), but a member at its quota asks for the alarm.
+            let used = self.store.db_size_in_use_bytes();
+            if used.saturating_add(cost) >= self.cfg.quota_backend_bytes {
+                self.alarms.ask_to_raise();
+            }
+        }
         let result = match &request.op {
+            // The NOSPACE alarm is replicated state: every member refuses the same writes.
+            Some(_) if capped => {
+                self.store
+                    .set_consistent_index(index)
+                    .map_err(|e| NodeError::Storage(e.to_string()))?;
+                Err(RequestError::NoSpace)
+            }
+            Some(cairnpb::request::Op::Alarm(a)) => self.apply_alarm(index, a),
             Some(cairnpb::request::Op::MemberAttributes(a)) => {
                 Ok((self.apply_attributes(index, a)?, Vec::new()))
             }
@@ -1333,6 +1361,18 @@ impl Node {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// An alarm raised or cleared through raft (etcd's `applierV3backend.Alarm`).
+    fn apply_alarm(
+        &mut self,
+        index: u64,
+        a: &crate::proto::etcdserverpb::AlarmRequest,
+    ) -> Result<(ApplyResponse, Vec<Event>), RequestError> {
+        let mut w = self.store.write(index)?;
+        let resp = self.alarms.apply(&mut w, a)?;
+        w.end()?;
+        Ok((ApplyResponse::Alarm(resp), Vec::new()))
     }
 
     /// A member's announced name and client URLs (etcd's publish).

@@ -71,6 +71,8 @@ pub enum ApplyResponse {
     LeaseGrant(crate::proto::etcdserverpb::LeaseGrantResponse),
     /// Answer to a lease revoke.
     LeaseRevoke(crate::proto::etcdserverpb::LeaseRevokeResponse),
+    /// Answer to an alarm change (applied by the node, see `server::quota`).
+    Alarm(crate::proto::etcdserverpb::AlarmResponse),
 }
 
 /// What applying a put needs to know of the lease table (the lessor's, itself derived from the

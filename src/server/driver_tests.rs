@@ -45,7 +45,7 @@ struct Incarnation {
     heartbeats: tokio::task::JoinHandle<()>,
 }
 
-fn config(dir: &std::path::Path) -> ServerConfig {
+fn config(dir: &std::path::Path, quota_backend_bytes: u64) -> ServerConfig {
     let initial_cluster = [MEMBER, LEADER, OTHER]
         .iter()
         .map(|id| InitialMember {
@@ -67,7 +67,7 @@ fn config(dir: &std::path::Path) -> ServerConfig {
         snapshot_count: 100_000,
         max_request_bytes: crate::config::MAX_REQUEST_BYTES_DEFAULT,
         max_txn_ops: 128,
-        quota_backend_bytes: 1 << 30,
+        quota_backend_bytes,
         strict_reconfig_check: true,
         join_existing: false,
     }
@@ -85,6 +85,15 @@ fn from_leader(kind: MessageType) -> Message {
 /// Starts the member on `dir` and makes it a follower of the test's leader; `commit` is the
 /// highest index the test has appended to it so far (heartbeats never claim more).
 async fn start(dir: &std::path::Path, commit: u64) -> Incarnation {
+    start_with_quota(dir, commit, 1 << 30).await
+}
+
+/// [`start`] with a backend quota of `quota_backend_bytes`.
+async fn start_with_quota(
+    dir: &std::path::Path,
+    commit: u64,
+    quota_backend_bytes: u64,
+) -> Incarnation {
     let (tx, from_member) = mpsc::unbounded_channel();
     let io = ServerIo {
         disk: Arc::new(FsDisk),
@@ -93,7 +102,8 @@ async fn start(dir: &std::path::Path, commit: u64) -> Incarnation {
         rng: Box::new(SplitMix64::new(3)),
     };
     let (stop, stop_rx) = watch::channel(false);
-    let (server, to_member, node) = Server::start(config(dir), io, stop_rx).unwrap();
+    let (server, to_member, node) =
+        Server::start(config(dir, quota_backend_bytes), io, stop_rx).unwrap();
     let beat = to_member.clone();
     let heartbeats = tokio::spawn(async move {
         loop {
@@ -412,5 +422,151 @@ async fn an_abandoned_membership_change_forgets_its_waiter() {
     })
     .await
     .expect("the abandoned change's waiter was forgotten");
+    member.shut_down().await;
+}
+
+/// Issue 8: a member whose backend reaches the quota must stop writes on every member without
+/// ever failing an apply. A member that applies a write proposed elsewhere (so its own check
+/// before proposing never ran) and finds itself at the quota raises the NOSPACE alarm through
+/// raft; once the alarm entry applies, every later put is refused at apply — an answer, not a
+/// stop — while deletes go on; the alarm survives a restart, and disarming it lets writes in.
+#[tokio::test]
+async fn a_member_at_its_quota_raises_the_nospace_alarm_through_raft_and_writes_stop_at_apply() {
+    use crate::proto::etcdserverpb::{
+        alarm_request::AlarmAction, AlarmMember, AlarmRequest, AlarmType, DeleteRangeRequest,
+        RangeRequest,
+    };
+    use crate::server::error::RequestError;
+    const QUOTA_BYTES: u64 = 256 * 1024;
+    let dir = tempfile::TempDir::new().unwrap();
+    let mut member = start_with_quota(dir.path(), 3, QUOTA_BYTES).await;
+    let from_leader = |id: u64, op: cairnpb::request::Op| cairnpb::Request {
+        id,
+        op: Some(op),
+        origin: LEADER,
+        boot: 1,
+        ..Default::default()
+    };
+    let put = |key: &str, value_bytes: usize| {
+        cairnpb::request::Op::Put(PutRequest {
+            key: key.into(),
+            value: vec![b'x'; value_bytes],
+            ..Default::default()
+        })
+    };
+    let applied = |server: Server, index: u64| async move {
+        let mut status = server.watch_status();
+        tokio::time::timeout(WAIT, status.wait_for(|s| s.applied >= index))
+            .await
+            .expect("applied in time")
+            .unwrap();
+    };
+    let keys = |server: Server| async move {
+        let r = server
+            .range(RangeRequest {
+                key: b"\0".to_vec(),
+                range_end: b"\0".to_vec(),
+                keys_only: true,
+                serializable: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        r.kvs
+            .into_iter()
+            .map(|kv| String::from_utf8(kv.key).unwrap())
+            .collect::<Vec<_>>()
+    };
+
+    // Over the quota in one put the leader appended: it applies, and the member asks for the
+    // alarm with a proposal of its own.
+    member
+        .append(3, &[from_leader(1, put("big", QUOTA_BYTES as usize))])
+        .await;
+    let alarm = loop {
+        let m = member.next(MessageType::MsgPropose).await;
+        let r = cairnpb::Request::decode(m.entries[0].data.as_ref()).unwrap();
+        if let Some(cairnpb::request::Op::Alarm(a)) = &r.op {
+            break (r.clone(), *a);
+        }
+    };
+    assert_eq!(
+        alarm.1,
+        AlarmRequest {
+            action: AlarmAction::Activate as i32,
+            member_id: MEMBER,
+            alarm: AlarmType::Nospace as i32,
+        }
+    );
+    assert_eq!(alarm.0.origin, MEMBER);
+    assert_eq!(keys(member.server.clone()).await, ["big"]);
+    let used = member.server.store().db_size_in_use_bytes();
+    assert!(used >= QUOTA_BYTES, "{used} bytes in use");
+
+    // The alarm entry applies; the put after it is refused at apply, the delete applies.
+    member
+        .append(
+            4,
+            &[
+                alarm.0,
+                from_leader(2, put("small", 1)),
+                from_leader(
+                    3,
+                    cairnpb::request::Op::DeleteRange(DeleteRangeRequest {
+                        key: b"big".to_vec(),
+                        ..Default::default()
+                    }),
+                ),
+            ],
+        )
+        .await;
+    applied(member.server.clone(), 7).await;
+    let nospace = AlarmMember {
+        member_id: MEMBER,
+        alarm: AlarmType::Nospace as i32,
+    };
+    assert_eq!(member.server.alarms(), [nospace]);
+    assert_eq!(
+        member.server.status().errors,
+        [format!("memberID:{MEMBER} alarm:NOSPACE ")]
+    );
+    assert!(keys(member.server.clone()).await.is_empty());
+    // A client's put is refused before it is proposed: the deleted value's revision still
+    // holds its pages until a compaction.
+    assert_eq!(
+        member
+            .server
+            .put(PutRequest {
+                key: b"client".to_vec(),
+                value: b"v".to_vec(),
+                ..Default::default()
+            })
+            .await,
+        Err(RequestError::NoSpace)
+    );
+    member.shut_down().await;
+
+    // The alarm is in the backend: a restart keeps refusing, until it is disarmed.
+    let member = start_with_quota(dir.path(), 7, QUOTA_BYTES).await;
+    assert_eq!(member.server.alarms(), [nospace]);
+    let disarm = AlarmRequest {
+        action: AlarmAction::Deactivate as i32,
+        member_id: MEMBER,
+        alarm: AlarmType::Nospace as i32,
+    };
+    member
+        .append(
+            7,
+            &[
+                from_leader(4, put("refused", 1)),
+                from_leader(5, cairnpb::request::Op::Alarm(disarm)),
+                from_leader(6, put("accepted", 1)),
+            ],
+        )
+        .await;
+    applied(member.server.clone(), 10).await;
+    assert!(member.server.alarms().is_empty());
+    assert!(member.server.status().errors.is_empty());
+    assert_eq!(keys(member.server.clone()).await, ["accepted"]);
     member.shut_down().await;
 }

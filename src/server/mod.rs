@@ -21,6 +21,7 @@ mod driver_tests;
 pub mod error;
 pub mod membership;
 pub mod metrics;
+pub mod quota;
 pub mod restore;
 pub mod validate;
 // The file is watch.rs; the module is `watches` because `watch` here is tokio's channel.
@@ -29,7 +30,7 @@ pub mod watches;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -165,6 +166,13 @@ struct Inner {
     next_lease_id: AtomicU64,
     metrics: Arc<metrics::Metrics>,
     lessor: Arc<Lessor>,
+    /// The replicated alarm table (applied by the node).
+    alarms: Arc<quota::Alarms>,
+    /// A NOSPACE alarm of this member is being proposed: others need not propose it too.
+    raising_alarm: AtomicBool,
+    /// The quota cost of this member's writes proposed and not yet answered: they will add to the
+    /// backend, so the quota check counts them (see [`quota`]).
+    writes_in_flight_bytes: AtomicU64,
     clock: Arc<dyn Clock>,
 }
 
@@ -209,7 +217,8 @@ impl Server {
         } else {
             create_wal(&cfg, io.disk.clone(), &wal_dir)?
         };
-        let map_size = (cfg.quota_backend_bytes as usize).max(64 * 1024 * 1024);
+        let map_size =
+            quota::map_size_bytes(cfg.quota_backend_bytes, quota::data_file_bytes(&db_dir));
         let store = Arc::new(
             Store::open(&db_dir, map_size).map_err(|e| StartError::Backend(e.to_string()))?,
         );
@@ -237,6 +246,7 @@ impl Server {
             snap_dir: member_dir.join("snap"),
             boot,
             strict_reconfig_check: cfg.strict_reconfig_check,
+            quota_backend_bytes: cfg.quota_backend_bytes,
         };
         let raft_cfg = node::raft_config(&node_cfg, store.consistent_index());
         let raw = RawNode::new(&raft_cfg, storage, &node::raft_logger())
@@ -253,9 +263,12 @@ impl Server {
             Lessor::recover(&store, cfg.min_lease_ttl_seconds())
                 .map_err(|e| StartError::Backend(e.to_string()))?,
         );
+        let alarms =
+            Arc::new(quota::Alarms::load(&store).map_err(|e| StartError::Backend(e.to_string()))?);
         let publish_clock = io.clock.clone();
         let publish_stop = shutdown.clone();
         let expire_stop = shutdown.clone();
+        let alarm_stop = shutdown.clone();
         let first_lease_id = initial_lease_id(cfg.member_id, boot);
         let node = Node::new(NodeParts {
             config: node_cfg,
@@ -272,6 +285,7 @@ impl Server {
             metrics: metrics.clone(),
             members: membership::load(&store).map_err(|e| StartError::Backend(e.to_string()))?,
             lessor: lessor.clone(),
+            alarms: alarms.clone(),
             snapshot_index,
             applied: AppliedRequests::load(&store)
                 .map_err(|e| StartError::Backend(e.to_string()))?,
@@ -290,6 +304,9 @@ impl Server {
             next_lease_id: AtomicU64::new(first_lease_id),
             metrics,
             lessor,
+            alarms,
+            raising_alarm: AtomicBool::new(false),
+            writes_in_flight_bytes: AtomicU64::new(0),
             clock: publish_clock.clone(),
         };
         let server = Server {
@@ -297,6 +314,8 @@ impl Server {
         };
         let expirer = server.clone();
         tokio::spawn(async move { expirer.run_lease_expiry(expire_stop).await });
+        let alarmer = server.clone();
+        tokio::spawn(async move { alarmer.run_quota_alarm(alarm_stop).await });
         let publisher = server.clone();
         tokio::spawn(async move {
             publisher
@@ -367,7 +386,9 @@ impl Server {
     #[tracing::instrument(skip_all, level = "debug")]
     pub async fn put(&self, req: PutRequest) -> Result<PutResponse, RequestError> {
         validate::check_put(&req)?;
-        self.write(cairnpb::request::Op::Put(req)).await
+        let op = cairnpb::request::Op::Put(req);
+        let _space = self.reserve_space(&op).await?;
+        self.write(op).await
     }
 
     #[tracing::instrument(skip_all, level = "debug")]
@@ -383,7 +404,9 @@ impl Server {
     pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse, RequestError> {
         validate::check_txn(&req, self.inner.cfg.max_txn_ops)?;
         if !apply::is_txn_read_only(&req) {
-            return self.write(cairnpb::request::Op::Txn(req)).await;
+            let op = cairnpb::request::Op::Txn(req);
+            let _space = self.reserve_space(&op).await?;
+            return self.write(op).await;
         }
         // As etcd: a txn that only reads needs no log entry, just the read path of a range —
         // after a ReadIndex round unless every top-level op is a serializable range.
@@ -447,7 +470,9 @@ impl Server {
             req.id = (self.inner.next_lease_id.fetch_add(1, Ordering::Relaxed) & (i64::MAX as u64))
                 as i64;
         }
-        self.write(cairnpb::request::Op::LeaseGrant(req)).await
+        let op = cairnpb::request::Op::LeaseGrant(req);
+        let _space = self.reserve_space(&op).await?;
+        self.write(op).await
     }
 
     /// Revokes a lease through raft, deleting its keys.
@@ -563,6 +588,115 @@ impl Server {
                 }
             }
         }
+    }
+
+    /// etcd's quota check before proposing a write (its `quotaKVServer`): a write that adds data
+    /// and would take the backend (pages in use, plus this member's writes in flight) to the
+    /// quota is refused with "database space exceeded", and this member raises the NOSPACE alarm.
+    /// Otherwise the write's cost counts as in flight until the returned guard drops.
+    async fn reserve_space(
+        &self,
+        op: &cairnpb::request::Op,
+    ) -> Result<SpaceReservation<'_>, RequestError> {
+        let cost = quota::cost(op);
+        if cost == 0 {
+            return Ok(SpaceReservation {
+                inner: &self.inner,
+                bytes: 0,
+            });
+        }
+        let in_flight = self
+            .inner
+            .writes_in_flight_bytes
+            .fetch_add(cost, Ordering::AcqRel);
+        let reservation = SpaceReservation {
+            inner: &self.inner,
+            bytes: cost,
+        };
+        let used = self.inner.store.db_size_in_use_bytes();
+        if used.saturating_add(in_flight).saturating_add(cost) < self.inner.cfg.quota_backend_bytes
+        {
+            return Ok(reservation);
+        }
+        drop(reservation);
+        tracing::warn!(
+            quota_bytes = self.inner.cfg.quota_backend_bytes,
+            used_bytes = used,
+            in_flight_bytes = in_flight,
+            cost_bytes = cost,
+            "a write exceeds the backend quota; refusing it"
+        );
+        self.raise_nospace_alarm().await;
+        Err(RequestError::NoSpace)
+    }
+
+    /// Proposes this member's NOSPACE alarm unless it is active already (or being proposed), and
+    /// waits for it to apply. Failures are logged only: the write that needed room is refused
+    /// either way, and the next one tries again.
+    async fn raise_nospace_alarm(&self) {
+        use crate::proto::etcdserverpb::{alarm_request::AlarmAction, AlarmRequest, AlarmType};
+        let me = self.inner.cfg.member_id;
+        if self.inner.alarms.is_raised_by(me, AlarmType::Nospace)
+            || self.inner.raising_alarm.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let op = cairnpb::request::Op::Alarm(AlarmRequest {
+            action: AlarmAction::Activate as i32,
+            member_id: me,
+            alarm: AlarmType::Nospace as i32,
+        });
+        if let Err(e) = self.propose(op).await {
+            tracing::warn!(error = %e, "raising the NOSPACE alarm failed; the next write that needs room retries");
+        }
+        self.inner.raising_alarm.store(false, Ordering::Release);
+    }
+
+    /// Raises this member's NOSPACE alarm when the apply path asks for it (a write applied here
+    /// found the backend at its quota) and no member's NOSPACE alarm is active yet.
+    async fn run_quota_alarm(&self, mut stop: watch::Receiver<bool>) {
+        use crate::proto::etcdserverpb::AlarmType;
+        loop {
+            tokio::select! {
+                _ = self.inner.alarms.raise_asked() => {}
+                _ = stop.changed() => return,
+            }
+            if !self.inner.alarms.is_active(AlarmType::Nospace) {
+                tracing::warn!(
+                    quota_bytes = self.inner.cfg.quota_backend_bytes,
+                    "the backend reached its space quota at apply; raising the NOSPACE alarm"
+                );
+                self.raise_nospace_alarm().await;
+            }
+        }
+    }
+
+    /// etcd's `Maintenance.Alarm`: GET answers the alarm list after a ReadIndex round (etcd reads
+    /// it through raft); ACTIVATE and DEACTIVATE go through raft and answer the alarm they
+    /// changed. Like etcd, the answer carries no header.
+    pub async fn alarm(
+        &self,
+        req: crate::proto::etcdserverpb::AlarmRequest,
+    ) -> Result<crate::proto::etcdserverpb::AlarmResponse, RequestError> {
+        use crate::proto::etcdserverpb::{alarm_request::AlarmAction, AlarmResponse, AlarmType};
+        if req.action == AlarmAction::Get as i32 {
+            self.check_not_learner()?;
+            self.read_index().await?;
+            let alarm = AlarmType::try_from(req.alarm).unwrap_or(AlarmType::None);
+            return Ok(AlarmResponse {
+                header: None,
+                alarms: self.inner.alarms.list(alarm),
+            });
+        }
+        let (applied, _) = self.propose(cairnpb::request::Op::Alarm(req)).await?;
+        AlarmResponse::from_apply(applied).map_err(unexpected)
+    }
+
+    /// Every active alarm, by type and member.
+    pub fn alarms(&self) -> Vec<crate::proto::etcdserverpb::AlarmMember> {
+        self.inner
+            .alarms
+            .list(crate::proto::etcdserverpb::AlarmType::None)
     }
 
     /// Adds a member (a voter, or a learner that receives the log but does not vote) through a raft
@@ -818,7 +952,8 @@ impl Server {
             raft_index: st.commit,
             raft_term: st.term,
             raft_applied_index: st.applied,
-            errors: Vec::new(),
+            // etcd lists every active alarm among the errors, in its own text.
+            errors: self.alarms().iter().map(quota::alarm_text).collect(),
             db_size_in_use: store.db_size_in_use_bytes() as i64,
             is_learner: st.is_learner,
             ..Default::default()
@@ -1003,12 +1138,31 @@ write_answer!(
     Compaction => CompactionResponse,
     LeaseGrant => LeaseGrantResponse,
     LeaseRevoke => LeaseRevokeResponse,
+    Alarm => crate::proto::etcdserverpb::AlarmResponse,
 );
 
 fn unexpected(r: ApplyResponse) -> RequestError {
     RequestError::Internal(format!(
         "apply answered with the wrong response kind: {r:?}"
     ))
+}
+
+/// A write's quota cost, counted in [`Inner::writes_in_flight_bytes`] until it is answered.
+struct SpaceReservation<'a> {
+    inner: &'a Inner,
+    bytes: u64,
+}
+
+impl Drop for SpaceReservation<'_> {
+    fn drop(&mut self) {
+        if self.bytes > 0 {
+            let before = self
+                .inner
+                .writes_in_flight_bytes
+                .fetch_sub(self.bytes, Ordering::AcqRel);
+            debug_assert!(before >= self.bytes, "in-flight bytes never go negative");
+        }
+    }
 }
 
 /// A request whose client waits for it: registered under its counter until the request is

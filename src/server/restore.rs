@@ -152,7 +152,7 @@ fn build(
 }
 
 fn open_store(db_dir: &Path, quota_bytes: u64) -> Result<Store, RestoreError> {
-    let map_size = (quota_bytes as usize).max(64 * 1024 * 1024);
+    let map_size = super::quota::map_size_bytes(quota_bytes, super::quota::data_file_bytes(db_dir));
     Store::open(db_dir, map_size).map_err(|e| RestoreError::Backend(e.to_string()))
 }
 
