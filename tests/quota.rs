@@ -323,5 +323,119 @@ fn quota_script(kind: Kind) -> Vec<(String, String)> {
             .collect::<Vec<_>>()
             .join(" "),
     );
+
+    // 7. cairnctl prints what etcdctl prints for `alarm` (in every format, with an alarm raised
+    //    through the Alarm RPC, as etcdctl has no command for that) and for `defrag`.
+    let endpoint = cluster.members[0].endpoint();
+    let member = cluster.ids[0];
+    for w in ["simple", "json", "fields", "table", "protobuf"] {
+        raise_nospace(&endpoint, member);
+        let args = ["-w", w, "alarm", "list"];
+        record(
+            &format!("cairnctl alarm list -w {w}"),
+            same_as_etcdctl(&endpoint, &args, &n),
+        );
+        let disarmed_by = |tool: fn(&str, &[&str]) -> Output| {
+            raise_nospace(&endpoint, member);
+            tool(&endpoint, &["-w", w, "alarm", "disarm"])
+        };
+        let (e, c) = (disarmed_by(etcdctl_run), disarmed_by(cairnctl_run));
+        record(
+            &format!("cairnctl alarm disarm -w {w}"),
+            compare_tools(&e, &c, &n),
+        );
+        record(
+            &format!("cairnctl alarm disarm -w {w} with nothing to disarm"),
+            same_as_etcdctl(&endpoint, &["-w", w, "alarm", "disarm"], &n),
+        );
+    }
+    for args in [
+        &["alarm", "list", "extra"][..],
+        &["alarm", "disarm", "x"],
+        &["alarm"],
+        &["alarm", "li"],
+        &["alarm", "--help"],
+        &["defrag"],
+        &["defrag", "--cluster"],
+        &["defrag", "-h"],
+    ] {
+        // `--cluster` goes in member list order, which is by member id.
+        record(
+            &format!("cairnctl {}", args.join(" ")),
+            line_set(&same_as_etcdctl(&endpoint, args, &n)),
+        );
+    }
     seen
+}
+
+fn etcdctl_run(endpoint: &str, args: &[&str]) -> Output {
+    let mut all: Vec<&str> = common::cluster::CTL_BOUNDS.to_vec();
+    all.extend_from_slice(args);
+    common::etcdctl(endpoint, &all, None)
+}
+
+fn cairnctl_run(endpoint: &str, args: &[&str]) -> Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cairnctl"));
+    cmd.env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .arg("--endpoints")
+        .arg(endpoint)
+        .args(common::cluster::CTL_BOUNDS)
+        .args(args);
+    common::run_bounded(cmd, None, common::ETCDCTL_TIMEOUT)
+}
+
+/// Runs `args` with etcdctl and with cairnctl; returns etcdctl's outcome if both agree, or both
+/// outcomes.
+fn same_as_etcdctl(endpoint: &str, args: &[&str], n: &Normalizer) -> String {
+    compare_tools(
+        &etcdctl_run(endpoint, args),
+        &cairnctl_run(endpoint, args),
+        n,
+    )
+}
+
+fn compare_tools(e: &Output, c: &Output, n: &Normalizer) -> String {
+    if e.stdout.contains('\u{12}') {
+        // Protobuf holds the member id in binary, which does not normalise across clusters.
+        return if e == c {
+            format!("exit {:?}, the same bytes", e.code)
+        } else {
+            format!("etcdctl: {e:?}, cairnctl: {c:?}")
+        };
+    }
+    // A Go panic's trace holds addresses that differ from run to run of etcdctl itself: its
+    // first line and the exit status must match.
+    let shown = |o: &Output| {
+        if o.stderr.starts_with("panic: ") {
+            let first = o.stderr.lines().next().unwrap_or_default();
+            format!("exit {:?}\n{}{first}", o.code, o.stdout)
+        } else {
+            outcome(o, n)
+        }
+    };
+    let (e, c) = (shown(e), shown(c));
+    if e == c {
+        e
+    } else {
+        format!("etcdctl: {e:?}, cairnctl: {c:?}")
+    }
+}
+
+/// Raises a NOSPACE alarm for `member` through the Alarm RPC.
+fn raise_nospace(endpoint: &str, member: u64) {
+    use etcd_client::{AlarmAction, AlarmOptions, AlarmType, Client};
+    let rt = real_tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    rt.block_on(async {
+        let mut client = Client::connect([endpoint], None).await.expect("connect");
+        let mut options = AlarmOptions::new();
+        options.with_member(member);
+        client
+            .alarm(AlarmAction::Activate, AlarmType::Nospace, Some(options))
+            .await
+            .expect("raise the NOSPACE alarm");
+    });
 }

@@ -16,6 +16,10 @@ pub const PUT: &str = include_str!("texts/put.txt");
 pub const DEL: &str = include_str!("texts/del.txt");
 pub const TXN: &str = include_str!("texts/txn.txt");
 pub const COMPACTION: &str = include_str!("texts/compaction.txt");
+pub const ALARM: &str = include_str!("texts/alarm.txt");
+pub const ALARM_LIST: &str = include_str!("texts/alarm_list.txt");
+pub const ALARM_DISARM: &str = include_str!("texts/alarm_disarm.txt");
+pub const DEFRAG: &str = include_str!("texts/defrag.txt");
 pub const ENDPOINT: &str = include_str!("texts/endpoint.txt");
 pub const ENDPOINT_HEALTH: &str = include_str!("texts/endpoint_health.txt");
 pub const ENDPOINT_STATUS: &str = include_str!("texts/endpoint_status.txt");
@@ -55,6 +59,10 @@ pub const PANIC_ARGIFY: &str = include_str!("texts/panic_argify.txt");
 /// The nil-interface panic of `member promote` in a format other than simple; `%ARGC%` is the
 /// number of arguments cobra handed the command, in hex.
 pub const PANIC_MEMBER_PROMOTE: &str = include_str!("texts/panic_member_promote.txt");
+/// The nil-header panic of the fields printer on `alarm list` and `alarm disarm` (etcd answers
+/// Alarm without a header); `%ARGC%` is the number of arguments cobra handed the command.
+pub const PANIC_ALARM_LIST: &str = include_str!("texts/panic_alarm_list.txt");
+pub const PANIC_ALARM_DISARM: &str = include_str!("texts/panic_alarm_disarm.txt");
 /// `Argify`'s panic on an interactive `watch` line; see `PanicSite::WatchArgifySlice` for the
 /// placeholders.
 pub const PANIC_WATCH_ARGIFY: &str = include_str!("texts/panic_watch_argify.txt");

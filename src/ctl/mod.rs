@@ -12,8 +12,8 @@
 //!
 //! # What it covers
 //!
-//! `get`, `put`, `del`, `txn` (with `-i`), `compaction`, `endpoint status|health|hashkv` (with
-//! `--cluster`), `member list|add|remove|update|promote`, `move-leader`,
+//! `get`, `put`, `del`, `txn` (with `-i`), `compaction`, `alarm list|disarm`, `defrag` (with
+//! `--cluster`), `endpoint status|health|hashkv` (with `--cluster`), `member list|add|remove|update|promote`, `move-leader`,
 //! `lease grant|revoke|timetolive|list|keep-alive`, `watch` (with `-i` and `-- <command>`),
 //! `version` and `help`, with the global flags `--endpoints`,
 //! `--dial-timeout`, `--command-timeout`, `--hex`, `-w simple|json|fields|table|protobuf`,
@@ -37,7 +37,7 @@
 //! * `gofmt`: Go's `%q`, durations, integer parsing errors and humanized sizes;
 //! * `txn_parse` and `ops`: the transaction language and the get/put/del requests;
 //! * `commands`: the commands themselves, step by step in etcdctl's order; `member` (with
-//!   `move-leader`), `lease` and `watch` hold their families' commands and printers, and
+//!   `move-leader`), `lease`, `alarm` and `watch` hold their families' commands and printers, and
 //!   `go_url` the peer-URL check clientv3 makes before a membership change;
 //! * `help` and `texts/`: help texts and panic traces, verbatim.
 //!
@@ -48,6 +48,7 @@
 
 use std::io::{BufRead, Write};
 
+mod alarm;
 mod client;
 mod clock;
 mod commands;
@@ -156,6 +157,12 @@ pub async fn run_with(args: &[String], env: &[(String, String)], io: &mut Consol
                 PanicSite::MemberPromotePrinter { args } => {
                     help::PANIC_MEMBER_PROMOTE.replace("%ARGC%", &format!("{args:#x}"))
                 }
+                PanicSite::AlarmFieldsPrinter { disarm, args } => if disarm {
+                    help::PANIC_ALARM_DISARM
+                } else {
+                    help::PANIC_ALARM_LIST
+                }
+                .replace("%ARGC%", &format!("{args:#x}")),
                 PanicSite::WatchArgifySlice {
                     message,
                     line_bytes,
@@ -220,6 +227,7 @@ const ENDPOINT_COMMANDS: &[&str] = &["health", "status", "hashkv"];
 const MEMBER_COMMANDS: &[&str] = &["add", "remove", "update", "list", "promote"];
 const LEASE_COMMANDS: &[&str] = &["grant", "revoke", "timetolive", "list", "keep-alive"];
 const SNAPSHOT_COMMANDS: &[&str] = &["save", "restore", "status"];
+const ALARM_COMMANDS: &[&str] = &["disarm", "list"];
 
 /// etcdctl exits with this when a watch ends (`ExitInterrupted`).
 pub const EXIT_INTERRUPTED: i32 = 5;
@@ -233,6 +241,10 @@ enum Command {
     Del,
     Txn,
     Compaction,
+    Alarm,
+    AlarmList,
+    AlarmDisarm,
+    Defrag,
     Endpoint,
     EndpointHealth,
     EndpointStatus,
@@ -285,6 +297,16 @@ impl Command {
                 ]
             }
             Command::Compaction => vec![HELP, local("physical", Kind::Bool)],
+            Command::Defrag => vec![
+                CLUSTER,
+                Def {
+                    name: "data-dir",
+                    short: None,
+                    kind: Kind::Str,
+                    default: "",
+                },
+                HELP,
+            ],
             Command::Endpoint | Command::EndpointHealth | Command::EndpointStatus => {
                 vec![HELP, CLUSTER]
             }
@@ -333,6 +355,10 @@ impl Command {
             Command::Del => help::DEL,
             Command::Txn => help::TXN,
             Command::Compaction => help::COMPACTION,
+            Command::Alarm => help::ALARM,
+            Command::AlarmList => help::ALARM_LIST,
+            Command::AlarmDisarm => help::ALARM_DISARM,
+            Command::Defrag => help::DEFRAG,
             Command::Endpoint => help::ENDPOINT,
             Command::EndpointHealth => help::ENDPOINT_HEALTH,
             Command::EndpointStatus => help::ENDPOINT_STATUS,
@@ -536,6 +562,18 @@ fn find(args: &[String]) -> Result<(Command, Vec<String>), String> {
                 },
             ));
         }
+        "alarm" => {
+            return Ok(find_sub(
+                &rest,
+                Command::Alarm,
+                ALARM_COMMANDS,
+                |name| match name {
+                    "list" => Command::AlarmList,
+                    _ => Command::AlarmDisarm,
+                },
+            ));
+        }
+        "defrag" => Command::Defrag,
         "move-leader" => Command::MoveLeader,
         "watch" => Command::Watch,
         other => Command::Missing(other),
@@ -585,6 +623,7 @@ async fn dispatch(
     let inherited = command.inherited();
     match command {
         Command::Root
+        | Command::Alarm
         | Command::Endpoint
         | Command::Member
         | Command::Lease
@@ -598,6 +637,11 @@ async fn dispatch(
         Command::Del => commands::del(flags, positional, &inherited, env, io).await,
         Command::Txn => commands::txn(flags, positional, &inherited, env, io).await,
         Command::Compaction => commands::compaction(flags, positional, &inherited, env, io).await,
+        Command::Defrag => commands::defrag(flags, &inherited, env, io).await,
+        Command::AlarmList => alarm::list(flags, positional, rest.len(), &inherited, env, io).await,
+        Command::AlarmDisarm => {
+            alarm::disarm(flags, positional, rest.len(), &inherited, env, io).await
+        }
         Command::EndpointStatus => commands::endpoint_status(flags, &inherited, env, io).await,
         Command::EndpointHealth => commands::endpoint_health(flags, &inherited, env, io).await,
         Command::EndpointHashKv => commands::endpoint_hashkv(flags, &inherited, env, io).await,
@@ -719,6 +763,10 @@ mod tests {
             (&["endpoint", "hash"], Command::EndpointHashKv),
             (&["watch", "-i"], Command::Watch),
             (&["move", "1"], Command::MoveLeader),
+            (&["alarm", "li"], Command::AlarmList),
+            (&["al", "dis"], Command::AlarmDisarm),
+            (&["alarm", "bogus"], Command::Alarm),
+            (&["def", "--cluster"], Command::Defrag),
         ];
         for (argv, want) in cases {
             assert_eq!(find(&args(argv)).unwrap().0, *want, "{argv:?}");
@@ -798,6 +846,8 @@ mod tests {
             (&["lease", "timetolive"], "Error: lease timetolive command needs lease ID as argument\n", 128),
             (&["lease", "keep-alive", "1", "2"], "Error: lease keep-alive command needs lease ID as argument\n", 128),
             (&["watch"], "Error: bad number of arguments\n", 128),
+            (&["alarm", "list", "x"], "Error: alarm list command accepts no arguments\n", 128),
+            (&["alarm", "disarm", "x"], "Error: alarm disarm command accepts no arguments\n", 128),
             (&["watch", "a", "--"], "Error: bad number of arguments (found separator --, but no commands)\n", 128),
             (&["endpoint", "hashkv", "--rev=x"], "Error: invalid argument \"x\" for \"--rev\" flag: strconv.ParseInt: parsing \"x\": invalid syntax\n\nError: invalid argument \"x\" for \"--rev\" flag: strconv.ParseInt: parsing \"x\": invalid syntax\n", 1),
         ];
@@ -832,6 +882,16 @@ mod tests {
             help::ENDPOINT_HASHKV
         );
         assert_eq!(run_offline(&["watch", "--help"], "").0, help::WATCH);
+        assert_eq!(run_offline(&["alarm"], "").0, help::ALARM);
+        assert_eq!(
+            run_offline(&["alarm", "list", "-h"], "").0,
+            help::ALARM_LIST
+        );
+        assert_eq!(
+            run_offline(&["help", "alarm", "disarm"], "").0,
+            help::ALARM_DISARM
+        );
+        assert_eq!(run_offline(&["defrag", "--help"], "").0, help::DEFRAG);
         assert_eq!(
             run_offline(&["move-leader", "--help"], "").0,
             help::MOVE_LEADER

@@ -334,6 +334,9 @@ pub enum PanicSite {
     /// `MemberPromote` and call it on a nil interface. `args` is how many arguments cobra handed
     /// the command (they show in the trace).
     MemberPromotePrinter { args: usize },
+    /// `alarm list` or `alarm disarm` printing with `-w fields`: the fields printer reads the
+    /// header etcd never sends. `args` as for `MemberPromotePrinter`.
+    AlarmFieldsPrinter { disarm: bool, args: usize },
     /// `Argify`'s slicing bug on an interactive `watch` line. Besides the message and the
     /// line's length, the trace shows how many process arguments, command arguments and
     /// positional arguments there were, and the lengths of `ETCDCTL_WATCH_KEY` and
