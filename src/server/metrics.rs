@@ -80,6 +80,7 @@ pub struct Gauges {
     pub applied: u64,
     pub db_size_bytes: u64,
     pub db_size_in_use_bytes: u64,
+    pub quota_backend_bytes: u64,
     pub revision: i64,
     pub compact_revision: i64,
 }
@@ -170,6 +171,12 @@ impl Metrics {
             "Total size of the underlying database logically in use in bytes.",
             "gauge",
             g.db_size_in_use_bytes.to_string(),
+        );
+        gauge(
+            "etcd_server_quota_backend_bytes",
+            "Current backend storage quota size in bytes.",
+            "gauge",
+            g.quota_backend_bytes.to_string(),
         );
         gauge(
             "etcd_debugging_mvcc_current_revision",

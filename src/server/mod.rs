@@ -13,7 +13,8 @@
 //!
 //! Request semantics (what a put, delete, txn or compaction does to the store) live in [`apply`]
 //! and the etcd-compatible pre-checks in [`validate`]; both are deterministic, so every replica
-//! computes the same responses.
+//! computes the same responses. The space quota and the NOSPACE alarm, which keep a full backend
+//! from ever failing an apply, are in [`quota`].
 
 pub mod apply;
 #[cfg(test)]
@@ -439,6 +440,7 @@ impl Server {
             applied: st.applied,
             db_size_bytes: store.db_size_bytes(),
             db_size_in_use_bytes: store.db_size_in_use_bytes(),
+            quota_backend_bytes: self.inner.cfg.quota_backend_bytes,
             revision: store.current_revision(),
             compact_revision: store.compact_revision(),
         })
