@@ -607,6 +607,9 @@ impl Server {
                 bytes: 0,
             });
         }
+        // As in etcd, a learner refuses the write before the quota is looked at (and could not
+        // propose the alarm anyway).
+        self.check_not_learner()?;
         let in_flight = self
             .inner
             .writes_in_flight_bytes
