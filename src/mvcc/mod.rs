@@ -31,11 +31,12 @@
 //! `treeIndex`; see the `index` module) maps each key, in key order, to its generations of revisions. It is
 //! not persisted: [`Store::open`] rebuilds it by one pass over LMDB, checking on the way that
 //! revisions only grow and that stored versions match. Readers lock it only long enough to find
-//! the revisions they need and to open an LMDB read transaction, which pins a snapshot; values
-//! are then read from that snapshot after the lock is released. A writer commits to LMDB *before*
-//! it publishes its revisions in the index, and compaction removes revisions from the index
-//! *before* it deletes them from LMDB, so every revision a reader finds in the index is present in
-//! the snapshot it opened.
+//! the revisions they need, to open an LMDB read transaction (which pins a snapshot) and to take
+//! the current uncommitted batch (see *Durability*); values are then read from those after the
+//! lock is released. A writer adds its records to the batch *before* it publishes its revisions
+//! in the index, a batch is replaced (never emptied) once LMDB holds it, and compaction removes
+//! revisions from the index *before* it deletes them from LMDB, so every revision a reader finds
+//! in the index is in the batch or the snapshot it took.
 //!
 //! # Compaction
 //!
@@ -49,14 +50,46 @@
 //!
 //! # The consistent index
 //!
-//! The Raft WAL is the durable record; LMDB runs with `NO_SYNC`, so a crash may lose its newest
-//! commits. Every LMDB write transaction therefore also stores the raft index of the entry it
-//! applies (etcd's *consistent index*), atomically with the change. After a restart the node
-//! replays the WAL from its last snapshot and skips every entry at or below the consistent index:
-//! LMDB either has an entry's whole effect and its index, or neither, so replay applies each entry
-//! exactly once and is idempotent. Entries that change nothing still advance the index through
-//! [`Store::set_consistent_index`]. [`Store::sync`] forces the data to disk (before a snapshot or
-//! at shutdown).
+//! Every LMDB commit also stores the raft index of the newest entry it holds (etcd's *consistent
+//! index*), atomically with the entries' changes. After a restart the node replays the WAL from
+//! its last snapshot marker and skips every entry at or below the consistent index: LMDB either
+//! has an entry's whole effect and its index, or neither, so replay applies each entry exactly
+//! once and is idempotent. Entries that change nothing still advance the index through
+//! [`Store::set_consistent_index`].
+//!
+//! # Durability: why a power loss cannot corrupt the backend
+//!
+//! The raft WAL is the durable record of every acknowledged write; the backend only has to come
+//! back *whole* after a crash, at some consistent index the WAL can replay from. Three rules make
+//! that hold by construction:
+//!
+//! 1. **LMDB never tears a commit.** The environment runs with `MDB_NOMETASYNC`: each commit
+//!    writes its data pages, `fdatasync`s them, and only then writes the meta page that makes
+//!    them current, whose own sync is left to the next commit (or [`Store::sync`]). LMDB
+//!    documents that this keeps atomicity and consistency and may only undo the last commit on a
+//!    system crash: the file then opens at the previous meta page (already durable, as the
+//!    newer commit's `fdatasync` flushed it), whose pages the newer commit did not overwrite (a
+//!    commit reuses only pages that neither of the two newest commits refers to).
+//!    `MDB_NOSYNC`, used before, gave no such order: the kernel may write the new meta page
+//!    before the data pages it points at (ext4 and XFS do not keep write order), and as LMDB has
+//!    no page checksums, the damage could come back silently.
+//! 2. **The WAL outlives what LMDB may lose.** A crash may take the backend back to an older
+//!    consistent index, so the WAL must still hold every entry after it. The node releases WAL
+//!    segments (log compaction) only after [`Store::sync`] committed the batch and forced the
+//!    meta page to disk; installing a snapshot syncs the new backend before the WAL may drop the
+//!    entries it covers.
+//! 3. **A crash loses a suffix, never a hole.** Applied entries collect in an in-memory batch
+//!    (etcd's backend batch) that reaches LMDB in one transaction, in log order, with the
+//!    consistent index of its newest entry: once a tick, when it holds [`BATCH_ENTRIES_MAX`]
+//!    entries or [`BATCH_BYTES_MAX`] bytes, and before anything that reads or rewrites the whole
+//!    file (compaction, snapshot export and install, copies, hashes of the file, sync). Readers
+//!    see the batch at once, so a client acknowledged after apply reads its write; a crash loses
+//!    the batch whole, and replaying the WAL from the consistent index LMDB reopens with brings
+//!    back exactly what was lost.
+//!
+//! The put path stays fast because nothing in it waits for LMDB: the WAL's group-committed
+//! fsync is the only one a write waits for, and one LMDB commit (one `fdatasync`) serves every
+//! entry applied in a tick. `docs/performance.md` has the before/after figures.
 
 mod index;
 mod revision;
@@ -68,8 +101,9 @@ mod tests;
 pub use index::KeySpan;
 pub use revision::Revision;
 pub use store::{
-    read_snapshot, verify_snapshot, ReadTxn, Store, WriteTxn, CLIENT_SNAPSHOT_PREFIX,
-    EVENTS_BETWEEN_MAX, INSTALL_DIR, SNAPSHOT_MAGIC, SNAPSHOT_RECORD_BYTES_MAX,
+    read_snapshot, verify_snapshot, ReadTxn, Store, WriteTxn, BATCH_BYTES_MAX, BATCH_ENTRIES_MAX,
+    CLIENT_SNAPSHOT_PREFIX, EVENTS_BETWEEN_MAX, INSTALL_DIR, SNAPSHOT_MAGIC,
+    SNAPSHOT_RECORD_BYTES_MAX,
 };
 
 use crate::proto::mvccpb::KeyValue;

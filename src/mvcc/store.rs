@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::ops::{Bound, ControlFlow};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
@@ -25,6 +26,12 @@ const MAP_SIZE_ALIGN_BYTES: usize = 64 * 1024;
 /// Revisions examined per LMDB write transaction while physically compacting, so that one
 /// compaction never holds the write lock, or grows a transaction, without bound.
 const COMPACTION_BATCH_MAX: usize = 10_000;
+/// Applied entries the store holds in memory before it commits them to LMDB in one transaction
+/// (etcd's backend batch limit), whatever [`Store::commit`]'s caller does.
+pub const BATCH_ENTRIES_MAX: usize = 10_000;
+/// Bytes of uncommitted records (keys and values) that make the store commit its batch, so that
+/// memory stays bounded however large the entries are.
+pub const BATCH_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Upper bound on the events one [`Store::events_between`] call returns (plus the rest of the
 /// revision it stops in, which a txn-ops limit bounds).
 pub const EVENTS_BETWEEN_MAX: usize = 10_000;
@@ -159,6 +166,40 @@ struct State {
     compact_rev: i64,
     /// Raft index of the last applied entry.
     consistent_index: u64,
+    /// Applied writes not yet committed to LMDB. Replaced by an empty batch once committed;
+    /// readers that took the old one keep reading from it.
+    pending: Arc<Pending>,
+}
+
+/// The records of applied entries that LMDB does not hold yet (see the module docs on
+/// durability). Every revision in it is newer than every revision LMDB holds, since nothing
+/// reorders revisions and every operation that rewrites older ones (compaction, installs)
+/// commits the batch first. Records are only ever added to a batch, never changed or removed:
+/// a reader that found a revision in the index finds it here or in LMDB.
+#[derive(Default)]
+struct Pending {
+    /// Key revisions: the LMDB key of a revision and its encoded value.
+    kv: RwLock<BTreeMap<Vec<u8>, Vec<u8>>>,
+    /// `meta` records by their LMDB name: `Some` writes one, `None` removes it.
+    meta: RwLock<BTreeMap<String, Option<Vec<u8>>>>,
+    /// Entries applied into this batch.
+    entries: AtomicUsize,
+    /// Bytes of the records' keys and values.
+    bytes: AtomicUsize,
+}
+
+impl Pending {
+    fn kv(&self) -> RwLockReadGuard<'_, BTreeMap<Vec<u8>, Vec<u8>>> {
+        self.kv.read().expect("pending kv lock poisoned")
+    }
+
+    fn meta(&self) -> RwLockReadGuard<'_, BTreeMap<String, Option<Vec<u8>>>> {
+        self.meta.read().expect("pending meta lock poisoned")
+    }
+
+    fn is_empty(&self) -> bool {
+        self.entries.load(Ordering::Acquire) == 0
+    }
 }
 
 /// One LMDB environment and its databases. Cheap to clone (the environment is reference
@@ -178,12 +219,16 @@ impl Backend {
             .map_size(map_size_bytes)
             .max_dbs(DATABASES_MAX)
             .max_readers(READERS_MAX);
-        // SAFETY: NO_SYNC trades LMDB's own durability for speed: the raft WAL is the durable
-        // record, and the consistent index stored with every commit makes replay after a crash
-        // idempotent (see the module docs). The directory is private to this store: nothing
+        // SAFETY: NO_META_SYNC keeps LMDB crash-safe: every commit writes and fdatasyncs its data
+        // pages before it writes the meta page that points at them, and only that meta page's
+        // sync is deferred (to the next commit's, or `force_sync`). A power loss may therefore
+        // undo the newest commit, never tear one: the file opens at an older, whole commit, and
+        // the WAL, released only up to a synced backend, replays the rest (see the module docs).
+        // NO_SYNC would not be safe: without any sync, the kernel may write the new meta page
+        // before the data pages it points to. The directory is private to this store: nothing
         // else maps or modifies the file while it is open.
         let env = unsafe {
-            options.flags(EnvFlags::NO_SYNC);
+            options.flags(EnvFlags::NO_META_SYNC);
             options.open(dir)?
         };
         let wtxn = env.write_txn()?;
@@ -209,49 +254,6 @@ impl Backend {
                 "the backend was still in use {BACKEND_CLOSE_WAIT:?} after it was closed"
             )))
         }
-    }
-}
-
-/// A write transaction that holds a handle of its environment, so that it does not borrow the
-/// [`Store`]'s current [`Backend`] (which an install replaces, though never while a write is
-/// open: both hold the writer lock).
-struct OwnedRwTxn {
-    // Field order matters: `txn` borrows `_env` and is dropped (aborted) first, as struct fields
-    // drop in declaration order. Nothing outside this type takes the struct apart.
-    txn: RwTxn<'static>,
-    _env: Arc<Env<WithoutTls>>,
-}
-
-impl OwnedRwTxn {
-    fn begin(env: Env<WithoutTls>) -> Result<OwnedRwTxn, MvccError> {
-        let env = Arc::new(env);
-        let txn = env.write_txn()?;
-        // SAFETY: only the lifetime changes. heed's transaction keeps a reference into the `Env`
-        // it came from; that `Env` lives in the `Arc`'s allocation, which never moves, and is
-        // dropped only after `txn` (field order above; `commit` consumes `txn` first).
-        let txn = unsafe { std::mem::transmute::<RwTxn<'_>, RwTxn<'static>>(txn) };
-        Ok(OwnedRwTxn { txn, _env: env })
-    }
-
-    fn commit(self) -> Result<(), MvccError> {
-        let OwnedRwTxn { txn, _env } = self;
-        let committed = txn.commit();
-        drop(_env);
-        Ok(committed?)
-    }
-}
-
-impl std::ops::Deref for OwnedRwTxn {
-    type Target = RwTxn<'static>;
-
-    fn deref(&self) -> &RwTxn<'static> {
-        &self.txn
-    }
-}
-
-impl std::ops::DerefMut for OwnedRwTxn {
-    fn deref_mut(&mut self) -> &mut RwTxn<'static> {
-        &mut self.txn
     }
 }
 
@@ -334,17 +336,24 @@ fn read_revision(requested: i64, current: i64, compact: i64) -> Result<i64, Mvcc
     Ok(rev)
 }
 
-/// Reads the values of put revisions the index returned, checking that LMDB agrees with it.
+/// Reads the values of put revisions the index returned, from the uncommitted batch or LMDB,
+/// checking that they agree with the index.
 fn fetch(
     kv: &Database<'_, Bytes, Bytes>,
     txn: &RoTxn,
+    pending: &Pending,
     revs: &[Revision],
 ) -> Result<Vec<KeyValue>, MvccError> {
     let mut out = Vec::with_capacity(revs.len());
+    let batch = pending.kv();
     for rev in revs {
-        let bytes = kv
-            .get(txn, &rev.to_key(false))?
-            .ok_or_else(|| corrupt(format!("revision {rev} is in the index but not in LMDB")))?;
+        let key = rev.to_key(false);
+        let bytes = match batch.get(&key) {
+            Some(v) => v.as_slice(),
+            None => kv.get(txn, &key)?.ok_or_else(|| {
+                corrupt(format!("revision {rev} is in the index but not in LMDB"))
+            })?,
+        };
         let value = KeyValue::decode(bytes).map_err(|e| corrupt(format!("value at {rev}: {e}")))?;
         if value.mod_revision != rev.main {
             return Err(corrupt(format!(
@@ -396,6 +405,7 @@ impl Store {
                 current_rev: 1,
                 compact_rev: -1,
                 consistent_index: 0,
+                pending: Arc::new(Pending::default()),
             }),
             writer: Mutex::new(()),
             staged: Mutex::new(Vec::new()),
@@ -459,6 +469,7 @@ impl Store {
             st.current_rev = current_rev;
             st.compact_rev = compact_rev;
             st.consistent_index = consistent_index;
+            st.pending = Arc::new(Pending::default());
         }
 
         // The index must match LMDB compacted at the floor: compacting the rebuilt index is a
@@ -560,15 +571,15 @@ impl Store {
     ) -> Result<RangeResult, MvccError> {
         let b = self.backend()?;
         let span = KeySpan::new(key, range_end);
-        let (revs, count, current, txn) = {
+        let (revs, count, current, txn, pending) = {
             let st = self.state_read();
             let rev = read_revision(opts.rev, st.current_rev, st.compact_rev)?;
             let (revs, count) = st.index.revisions(span, rev, opts.limit, opts.count_only);
-            // Opened under the lock: every revision just found is in this snapshot.
+            // Opened under the lock: every revision just found is in this snapshot or batch.
             let txn = b.env.read_txn()?;
-            (revs, count, st.current_rev, txn)
+            (revs, count, st.current_rev, txn, st.pending.clone())
         };
-        let kvs = fetch(&b.kv, &txn, &revs)?;
+        let kvs = fetch(&b.kv, &txn, &pending, &revs)?;
         Ok(RangeResult {
             kvs,
             count,
@@ -596,9 +607,14 @@ impl Store {
     /// Starts the write of raft entry `raft_index`. Blocks while another write is open.
     pub fn write(&self, raft_index: u64) -> Result<WriteTxn<'_>, MvccError> {
         let writer = self.lock_writer();
-        let (begin_rev, compact_rev, consistent_index) = {
+        let (begin_rev, compact_rev, consistent_index, pending) = {
             let st = self.state_read();
-            (st.current_rev, st.compact_rev, st.consistent_index)
+            (
+                st.current_rev,
+                st.compact_rev,
+                st.consistent_index,
+                st.pending.clone(),
+            )
         };
         if raft_index <= consistent_index {
             return Err(MvccError::IndexRegression {
@@ -607,17 +623,20 @@ impl Store {
             });
         }
         let b = self.backend()?;
-        let txn = OwnedRwTxn::begin(b.env)?;
+        // Reads of the values before this txn: the batch first, then LMDB.
+        let txn = b.env.static_read_txn()?;
         Ok(WriteTxn {
             store: self,
             txn,
             kv: b.kv,
-            meta: b.meta,
+            pending,
             _writer: writer,
             raft_index,
             begin_rev,
             compact_rev,
             changes: Vec::new(),
+            records: Vec::new(),
+            meta_ops: Vec::new(),
             overlay: BTreeMap::new(),
             events: Vec::new(),
         })
@@ -630,12 +649,68 @@ impl Store {
             .map(|events| debug_assert!(events.is_empty()))
     }
 
+    /// Commits the applied entries the store holds in memory to LMDB, in one transaction with
+    /// the newest one's consistent index (see the module docs on durability). Returns whether
+    /// there was anything to commit.
+    pub fn commit(&self) -> Result<bool, MvccError> {
+        let _writer = self.lock_writer();
+        self.commit_locked()
+    }
+
+    /// Commits the batch if it reached [`BATCH_ENTRIES_MAX`] entries or [`BATCH_BYTES_MAX`]
+    /// bytes. Returns whether it did.
+    pub fn commit_if_full(&self) -> Result<bool, MvccError> {
+        let full = {
+            let st = self.state_read();
+            st.pending.entries.load(Ordering::Acquire) >= BATCH_ENTRIES_MAX
+                || st.pending.bytes.load(Ordering::Acquire) >= BATCH_BYTES_MAX
+        };
+        if full {
+            self.commit()
+        } else {
+            Ok(false)
+        }
+    }
+
+    /// Applied entries not yet committed to LMDB.
+    pub fn uncommitted_entries(&self) -> usize {
+        self.state_read().pending.entries.load(Ordering::Acquire)
+    }
+
+    /// [`Store::commit`] for a caller that holds the writer lock.
+    fn commit_locked(&self) -> Result<bool, MvccError> {
+        let pending = self.state_read().pending.clone();
+        if pending.is_empty() {
+            return Ok(false);
+        }
+        let b = self.backend()?;
+        let mut txn = b.env.write_txn()?;
+        for (key, value) in pending.kv().iter() {
+            b.kv.put(&mut txn, key, value)?;
+        }
+        for (name, value) in pending.meta().iter() {
+            match value {
+                Some(v) => b.meta.put(&mut txn, name, v)?,
+                None => {
+                    b.meta.delete(&mut txn, name)?;
+                }
+            }
+        }
+        txn.commit()?;
+        // LMDB holds the batch now; readers that took it keep it, new ones start from LMDB.
+        self.state_write().pending = Arc::new(Pending::default());
+        Ok(true)
+    }
+
     /// Compacts at `rev` as raft entry `raft_index`: later reads below `rev` fail; for every key
     /// the newest version at or below `rev` stays unless it is a tombstone; everything older is
     /// deleted from the index and from LMDB. The current revision does not change.
     pub fn compact(&self, raft_index: u64, rev: i64) -> Result<(), MvccError> {
-        let b = self.backend()?;
         let _writer = self.lock_writer();
+        // The batch first: compaction rewrites LMDB below the floor, and the batch must never
+        // hold a revision older than one LMDB holds.
+        self.commit_locked()?;
+        let b = self.backend()?;
         {
             let st = self.state_read();
             if raft_index <= st.consistent_index {
@@ -749,12 +824,12 @@ impl Store {
             limit.min(EVENTS_BETWEEN_MAX)
         };
         let span = KeySpan::new(key, range_end);
-        let (txn, current) = {
+        let (txn, current, pending) = {
             let st = self.state_read();
             if start_rev < st.compact_rev {
                 return Err(MvccError::Compacted);
             }
-            (b.env.read_txn()?, st.current_rev)
+            (b.env.read_txn()?, st.current_rev, st.pending.clone())
         };
         let start = start_rev.max(1);
         let end = end_rev.min(current);
@@ -765,26 +840,20 @@ impl Store {
         let hi = Revision::bound_key(end + 1);
         let mut events: Vec<Event> = Vec::new();
         let mut last_main = 0i64;
-        for item in b.kv.range(
-            &txn,
-            &(
-                Bound::Included(lo.as_slice()),
-                Bound::Excluded(hi.as_slice()),
-            ),
-        )? {
-            let (k, v) = item?;
+        // One record in revision order; `Break` once the limit is reached at a revision's end.
+        let mut visit = |k: &[u8], v: &[u8]| -> Result<ControlFlow<()>, MvccError> {
             let (rev, tombstone) = Revision::from_key(k)?;
             assert!(
                 rev.main >= start && rev.main <= end,
                 "scan left its bounds at {rev}"
             );
             if events.len() >= limit && rev.main != last_main {
-                break;
+                return Ok(ControlFlow::Break(()));
             }
             let mut kv =
                 KeyValue::decode(v).map_err(|e| corrupt(format!("value at {rev}: {e}")))?;
             if !span.contains(&kv.key) {
-                continue;
+                return Ok(ControlFlow::Continue(()));
             }
             let kind = if tombstone {
                 // As etcd does, so watchers see the delete's revision.
@@ -799,6 +868,27 @@ impl Store {
                 kv: Some(kv),
                 prev_kv: None,
             });
+            Ok(ControlFlow::Continue(()))
+        };
+        let bounds = (
+            Bound::Included(lo.as_slice()),
+            Bound::Excluded(hi.as_slice()),
+        );
+        // LMDB's revisions, then the batch's: every one in the batch is newer.
+        let mut stopped = false;
+        for item in b.kv.range(&txn, &bounds)? {
+            let (k, v) = item?;
+            if visit(k, v)?.is_break() {
+                stopped = true;
+                break;
+            }
+        }
+        if !stopped {
+            for (k, v) in pending.kv().range::<[u8], _>(bounds) {
+                if visit(k, v)?.is_break() {
+                    break;
+                }
+            }
         }
         // prev_kv: look the previous revisions up under the lock, read them from the snapshot.
         // The snapshot predates any compaction that runs after it was opened, so a revision the
@@ -819,7 +909,7 @@ impl Store {
         };
         for (e, prev) in events.iter_mut().zip(prev_revs) {
             if let Some(rev) = prev {
-                e.prev_kv = fetch(&b.kv, &txn, &[rev])?.pop();
+                e.prev_kv = fetch(&b.kv, &txn, &pending, &[rev])?.pop();
             }
         }
         Ok(events)
@@ -832,20 +922,27 @@ impl Store {
     /// the same revision mean equal key spaces. Returns (hash, compact revision, revision hashed).
     pub fn hash_kv(&self, rev: i64) -> Result<(u32, i64, i64), MvccError> {
         let b = self.backend()?;
-        let (current, compact) = {
+        let (current, compact, txn, pending) = {
             let st = self.state_read();
-            (st.current_rev, st.compact_rev)
+            (
+                st.current_rev,
+                st.compact_rev,
+                b.env.read_txn()?,
+                st.pending.clone(),
+            )
         };
         let rev = read_revision(rev, current, compact)?;
-        let txn = b.env.read_txn()?;
         let upper = Revision::bound_key(rev + 1);
         let mut hasher = crc32fast::Hasher::new();
         hasher.update(b"key");
-        for item in b.kv.iter(&txn)? {
+        // LMDB's revisions, then the batch's (all newer).
+        let below = (Bound::Unbounded, Bound::Excluded(upper.as_slice()));
+        for item in b.kv.range(&txn, &below)? {
             let (k, v) = item?;
-            if k >= upper.as_slice() {
-                break;
-            }
+            hasher.update(k);
+            hasher.update(v);
+        }
+        for (k, v) in pending.kv().range::<[u8], _>(below) {
             hasher.update(k);
             hasher.update(v);
         }
@@ -858,6 +955,7 @@ impl Store {
     /// u32 LE][value len u32 LE][key][value]` (tag 1 = kv, 2 = meta), then tag 0 and a CRC-32 (LE) of
     /// everything before it.
     pub fn export_snapshot(&self, path: &Path) -> Result<u64, MvccError> {
+        self.commit()?;
         let b = self.backend()?;
         use std::io::Write as _;
         let file = std::fs::File::create(path)?;
@@ -915,6 +1013,8 @@ impl Store {
     pub fn install_snapshot(&self, path: &Path) -> Result<u64, MvccError> {
         let file = std::fs::File::open(path)?;
         let _writer = self.lock_writer();
+        // What was applied before stays whole if the install fails.
+        self.commit_locked()?;
         self.staged
             .lock()
             .expect("staged meta lock poisoned")
@@ -1020,20 +1120,48 @@ impl Store {
     /// Every named blob whose name starts with `prefix`, in name order.
     pub fn meta_with_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, MvccError> {
         let b = self.backend()?;
-        let txn = b.env.read_txn()?;
+        let (txn, pending) = self.meta_view(&b)?;
         let full = blob_key(prefix);
-        let mut out = Vec::new();
+        let mut found: BTreeMap<String, Vec<u8>> = BTreeMap::new();
         for item in b.meta.prefix_iter(&txn, &full)? {
             let (name, value) = item?;
-            out.push((name[META_BLOB_PREFIX.len()..].to_string(), value.to_vec()));
+            found.insert(name.to_string(), value.to_vec());
         }
-        Ok(out)
+        // The batch's writes and removals override what LMDB holds.
+        let from = full.clone();
+        for (name, value) in pending.meta().range(from..) {
+            if !name.starts_with(&full) {
+                break;
+            }
+            match value {
+                Some(v) => found.insert(name.clone(), v.clone()),
+                None => found.remove(name),
+            };
+        }
+        Ok(found
+            .into_iter()
+            .map(|(name, value)| (name[META_BLOB_PREFIX.len()..].to_string(), value))
+            .collect())
     }
 
     pub fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>, MvccError> {
         let b = self.backend()?;
+        let (txn, pending) = self.meta_view(&b)?;
+        let name = blob_key(name);
+        if let Some(value) = pending.meta().get(&name) {
+            return Ok(value.clone());
+        }
+        Ok(b.meta.get(&txn, &name)?.map(<[u8]>::to_vec))
+    }
+
+    /// An LMDB snapshot and the batch to read `meta` records from, taken together.
+    fn meta_view<'b>(
+        &self,
+        b: &'b Backend,
+    ) -> Result<(RoTxn<'b, WithoutTls>, Arc<Pending>), MvccError> {
+        let st = self.state_read();
         let txn = b.env.read_txn()?;
-        Ok(b.meta.get(&txn, &blob_key(name))?.map(<[u8]>::to_vec))
+        Ok((txn, st.pending.clone()))
     }
 
     /// Size of the LMDB data file.
@@ -1049,11 +1177,18 @@ impl Store {
         let Ok(b) = self.backend() else {
             return 0;
         };
-        let Ok(txn) = b.env.read_txn() else {
-            return 0;
+        let (txn, pending) = {
+            let st = self.state_read();
+            let Ok(txn) = b.env.read_txn() else {
+                return 0;
+            };
+            (txn, st.pending.clone())
         };
         let main = b.env.unnamed_database_stat();
-        let mut bytes = main.non_free_page_size() as u64;
+        // The batch's records are about to take pages; counting their bytes keeps the quota
+        // check from trailing the applied state by a whole batch.
+        let mut bytes =
+            main.non_free_page_size() as u64 + pending.bytes.load(Ordering::Acquire) as u64;
         // The two meta pages LMDB keeps at the head of the file.
         bytes += 2 * u64::from(main.page_size);
         for stat in [b.kv.stat(&txn), b.meta.stat(&txn)].into_iter().flatten() {
@@ -1062,8 +1197,10 @@ impl Store {
         bytes
     }
 
-    /// Forces everything committed so far to disk.
+    /// Commits the batch and forces everything to disk, the meta page included: after this a
+    /// power loss loses nothing applied so far, so the WAL may drop the entries before it.
     pub fn sync(&self) -> Result<(), MvccError> {
+        self.commit()?;
         let b = self.backend()?;
         b.env.force_sync()?;
         Ok(())
@@ -1074,8 +1211,9 @@ impl Store {
     /// under `blob_prefixes` (the old cluster's membership) are removed. Keys, revisions and every
     /// other blob (leases) stay.
     pub fn reset_for_new_cluster(&self, blob_prefixes: &[&str]) -> Result<(), MvccError> {
-        let b = self.backend()?;
         let _writer = self.lock_writer();
+        self.commit_locked()?;
+        let b = self.backend()?;
         let mut txn = b.env.write_txn()?;
         let mut doomed = Vec::new();
         for prefix in blob_prefixes {
@@ -1096,6 +1234,7 @@ impl Store {
 
     /// How many records the backend holds: key revisions plus metadata records.
     pub fn record_count(&self) -> Result<u64, MvccError> {
+        self.commit()?;
         let b = self.backend()?;
         let txn = b.env.read_txn()?;
         Ok(b.kv.len(&txn)? + b.meta.len(&txn)?)
@@ -1105,6 +1244,7 @@ impl Store {
     /// applied index (members that applied the same entries agree; the index moves with every
     /// entry, including ones that change nothing).
     pub fn hash_backend(&self) -> Result<u32, MvccError> {
+        self.commit()?;
         let b = self.backend()?;
         let txn = b.env.read_txn()?;
         let mut crc = crc32fast::Hasher::new();
@@ -1130,6 +1270,7 @@ impl Store {
     /// Writes a consistent, compacted copy of the LMDB file to `path` (a snapshot: open it with
     /// [`Store::open`] after moving it to `<dir>/data.mdb`). Writers are not blocked.
     pub fn copy_to(&self, path: &Path) -> Result<(), MvccError> {
+        self.commit()?;
         let file = self
             .backend()?
             .env
@@ -1139,10 +1280,18 @@ impl Store {
         Ok(())
     }
 
+    /// The flags the LMDB environment runs with.
+    #[cfg(test)]
+    pub(crate) fn lmdb_flags(&self) -> EnvFlags {
+        let flags = self.backend().unwrap().env.flags().unwrap();
+        flags.expect("LMDB reports only flags heed knows")
+    }
+
     /// Records a compaction floor without compacting, as a crash right after step 1 of
     /// [`Store::compact`] leaves it.
     #[cfg(test)]
     pub(crate) fn simulate_interrupted_compaction(&self, rev: i64) {
+        self.commit().unwrap();
         let b = self.backend().unwrap();
         let mut wtxn = b.env.write_txn().unwrap();
         b.meta
@@ -1154,6 +1303,7 @@ impl Store {
     /// Asserts that the key index and LMDB hold exactly the same revisions and that every stored
     /// value agrees with its key. For tests and debugging: it reads everything.
     pub fn check_consistency(&self) -> Result<(), MvccError> {
+        self.commit()?;
         let b = self.backend()?;
         let st = self.state_read();
         st.index.check();
@@ -1216,7 +1366,7 @@ impl ReadTxn<'_> {
             opts.limit,
             opts.count_only,
         );
-        let kvs = fetch(&self.kv, &self.txn, &revs)?;
+        let kvs = fetch(&self.kv, &self.txn, &st.pending, &revs)?;
         Ok(RangeResult {
             kvs,
             count,
@@ -1232,20 +1382,25 @@ struct Change {
     tombstone: bool,
 }
 
-/// The write of one raft entry: all its changes share one new revision and commit atomically with
-/// the entry's raft index. Dropping it without [`WriteTxn::end`] discards everything. It holds the
-/// writer lock: never keep it across an `.await`.
+/// The write of one raft entry: all its changes share one new revision and reach the store's
+/// batch, and later LMDB, atomically with the entry's raft index. Dropping it without
+/// [`WriteTxn::end`] discards everything. It holds the writer lock: never keep it across an
+/// `.await`.
 pub struct WriteTxn<'s> {
     store: &'s Store,
-    // Declared before `_writer` so the LMDB transaction aborts before the next writer may start.
-    txn: OwnedRwTxn,
+    /// The values before this txn: the batch, then this LMDB snapshot.
+    txn: RoTxn<'static, WithoutTls>,
     kv: Database<'static, Bytes, Bytes>,
-    meta: Database<'static, Str, Bytes>,
+    pending: Arc<Pending>,
     _writer: MutexGuard<'s, ()>,
     raft_index: u64,
     begin_rev: i64,
     compact_rev: i64,
     changes: Vec<Change>,
+    /// The key revisions this txn writes (LMDB key, encoded value), in revision order.
+    records: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The `meta` records this txn writes (`Some`) or removes (`None`), by LMDB name.
+    meta_ops: Vec<(String, Option<Vec<u8>>)>,
     /// The state of every key this txn changed: `Some` = alive with that value, `None` = deleted.
     overlay: BTreeMap<Vec<u8>, Option<KeyValue>>,
     events: Vec<Event>,
@@ -1287,7 +1442,7 @@ impl WriteTxn<'_> {
         let Some((rev, created, version)) = found else {
             return Ok(None);
         };
-        let kv = fetch(&self.kv, &self.txn, &[rev])?
+        let kv = fetch(&self.kv, &self.txn, &self.pending, &[rev])?
             .pop()
             .expect("one revision, one value");
         if kv.key != key || kv.create_revision != created || kv.version != version {
@@ -1326,7 +1481,7 @@ impl WriteTxn<'_> {
                     .state_read()
                     .index
                     .revisions(span, rev, opts.limit, opts.count_only);
-            let kvs = fetch(&self.kv, &self.txn, &revs)?;
+            let kvs = fetch(&self.kv, &self.txn, &self.pending, &revs)?;
             return Ok(RangeResult {
                 kvs,
                 count,
@@ -1365,7 +1520,9 @@ impl WriteTxn<'_> {
             };
             for (_, source) in merged.into_iter().take(take) {
                 kvs.push(match source {
-                    Source::Base(r) => fetch(&self.kv, &self.txn, &[r])?.pop().expect("one"),
+                    Source::Base(r) => fetch(&self.kv, &self.txn, &self.pending, &[r])?
+                        .pop()
+                        .expect("one"),
                     Source::Own(kv) => kv,
                 });
             }
@@ -1403,8 +1560,7 @@ impl WriteTxn<'_> {
             value: value.to_vec(),
             lease,
         };
-        self.kv
-            .put(&mut self.txn, &rev.to_key(false), &kv.encode_to_vec())?;
+        self.records.push((rev.to_key(false), kv.encode_to_vec()));
         // etcd's watch reports the key as it was before this revision as prev_kv, and none for
         // an event that creates the key.
         let event_prev = if is_create(EventType::Put, &kv) {
@@ -1444,8 +1600,7 @@ impl WriteTxn<'_> {
                 mod_revision: rev.main,
                 ..KeyValue::default()
             };
-            self.kv
-                .put(&mut self.txn, &rev.to_key(true), &tomb.encode_to_vec())?;
+            self.records.push((rev.to_key(true), tomb.encode_to_vec()));
             // etcd's watch reports the key as it was before this revision as prev_kv.
             let event_prev = if touched {
                 self.base_get(&prev.key, self.begin_rev)?
@@ -1469,36 +1624,67 @@ impl WriteTxn<'_> {
 
     /// Stores a named blob (e.g. lease or auth state) atomically with this txn.
     pub fn meta_put(&mut self, name: &str, value: &[u8]) -> Result<(), MvccError> {
-        self.meta.put(&mut self.txn, &blob_key(name), value)?;
+        self.meta_ops.push((blob_key(name), Some(value.to_vec())));
         Ok(())
     }
 
     /// Removes a named blob, committed with this txn.
     pub fn meta_delete(&mut self, name: &str) -> Result<(), MvccError> {
-        self.meta.delete(&mut self.txn, &blob_key(name))?;
+        self.meta_ops.push((blob_key(name), None));
         Ok(())
     }
 
-    /// Commits the txn with its raft index and publishes its changes to readers. Returns the
-    /// events of the new revision in order (empty if nothing changed).
+    /// Adds the txn, with its raft index, to the store's batch and publishes its changes to
+    /// readers. Returns the events of the new revision in order (empty if nothing changed).
     pub fn end(self) -> Result<Vec<Event>, MvccError> {
         let WriteTxn {
             store,
-            mut txn,
-            meta,
+            txn,
+            pending,
             _writer,
             raft_index,
             begin_rev,
             changes,
+            records,
+            mut meta_ops,
             events,
             ..
         } = self;
+        drop(txn);
         assert_eq!(changes.len(), events.len(), "one event per change");
-        store.write_staged(&meta, &mut txn)?;
-        meta.put(&mut txn, META_CONSISTENT_INDEX, &raft_index.to_be_bytes())?;
-        txn.commit()?;
-        // LMDB first, then the index: a reader never finds a revision its snapshot lacks.
+        meta_ops.extend(
+            store
+                .staged
+                .lock()
+                .expect("staged meta lock poisoned")
+                .drain(..),
+        );
+        meta_ops.push((
+            META_CONSISTENT_INDEX.to_string(),
+            Some(raft_index.to_be_bytes().to_vec()),
+        ));
+        let mut bytes = 0usize;
+        {
+            let mut kv = pending.kv.write().expect("pending kv lock poisoned");
+            for (key, value) in records {
+                bytes += key.len() + value.len();
+                let fresh = kv.insert(key, value).is_none();
+                assert!(fresh, "a revision is written once");
+            }
+            let mut meta = pending.meta.write().expect("pending meta lock poisoned");
+            for (name, value) in meta_ops {
+                bytes += name.len() + value.as_ref().map_or(0, Vec::len);
+                meta.insert(name, value);
+            }
+        }
+        pending.bytes.fetch_add(bytes, Ordering::AcqRel);
+        pending.entries.fetch_add(1, Ordering::AcqRel);
+        // The batch first, then the index: a reader never finds a revision it cannot read.
         let mut st = store.state_write();
+        assert!(
+            Arc::ptr_eq(&st.pending, &pending),
+            "the batch was committed during this txn"
+        );
         assert_eq!(
             st.current_rev, begin_rev,
             "another writer ran during this txn"

@@ -345,6 +345,8 @@ mod tests {
             assert_eq!(admit(&mut w, &s, p(9, 1, 100, 99), 1), Admit::New);
             // Decided but never committed: a crash before the entry's commit forgets it too.
             assert_eq!(w.admit(&s, p(9, 1, 101, 99)), Admit::New);
+            // A clean stop: the store commits what was applied (entry 1), not the decision.
+            s.sync().unwrap();
         }
         let s = Store::open(dir.path(), 1 << 26).unwrap();
         let mut w = AppliedRequests::load(&s).unwrap();

@@ -336,7 +336,7 @@ impl Node {
                     } else {
                         self.raw.tick();
                     }
-                    self.on_tick();
+                    self.on_tick()?;
                 }
                 msg = self.inbound.recv() => {
                     if let Some(msg) = msg {
@@ -704,7 +704,8 @@ impl Node {
         self.raw.read_index(self.read_context(id));
     }
 
-    fn on_tick(&mut self) {
+    fn on_tick(&mut self) -> Result<(), NodeError> {
+        self.commit_backend(false)?;
         let now = self.clock.now();
         // Reads whose ReadIndex round got no answer (lost message, leader change) are asked again,
         // and fail once they are older than the read timeout.
@@ -737,6 +738,7 @@ impl Node {
         // too: otherwise abandoned ones pile up to WAITERS_MAX and every later change is refused.
         self.waiters.retain(|_, w| !w.is_closed());
         self.conf_waiters.retain(|_, w| !w.is_closed());
+        Ok(())
     }
 
     /// raft-rs draws election timeouts from a thread-local RNG; cairn overrides every fresh draw
@@ -1023,11 +1025,24 @@ impl Node {
         if entries.is_empty() {
             return Ok(());
         }
-        let started = self.clock.now();
         self.apply_entries(entries)?;
-        self.metrics
-            .backend_commit
-            .observe(self.clock.now().saturating_sub(started));
+        self.commit_backend(true)
+    }
+
+    /// The store holds applied entries in memory and commits them to LMDB in batches: once a
+    /// tick, and after applying when a batch is full (see `mvcc`'s module docs on durability).
+    fn commit_backend(&mut self, only_if_full: bool) -> Result<(), NodeError> {
+        let started = self.clock.now();
+        let committed = if only_if_full {
+            self.store.commit_if_full()
+        } else {
+            self.store.commit()
+        };
+        if committed.map_err(|e| NodeError::Storage(e.to_string()))? {
+            self.metrics
+                .backend_commit
+                .observe(self.clock.now().saturating_sub(started));
+        }
         Ok(())
     }
 

@@ -691,7 +691,9 @@ mod tests {
             self.store.as_ref().unwrap()
         }
 
+        /// A clean stop and start (the node syncs the store before it exits).
         fn reopen(&mut self) {
+            self.store().sync().unwrap();
             drop(self.store.take());
             self.store = Some(Store::open(self.dir.path(), MAP_SIZE_BYTES).unwrap());
         }

@@ -313,7 +313,9 @@ mod tests {
         let put = |store: &Store, index: u64, key: &str| -> Result<(), MvccError> {
             let mut w = store.write(index)?;
             w.put(key.as_bytes(), &value, 0)?;
-            w.end().map(|_| ())
+            w.end()?;
+            // The map fills when the batch reaches LMDB.
+            store.commit().map(|_| ())
         };
         let full_at = {
             let store = Store::open(dir.path(), 1024 * 1024).unwrap();
@@ -384,6 +386,8 @@ mod tests {
         assert!(!alarms.is_active(AlarmType::Corrupt));
         assert_eq!(apply(req(AlarmAction::Deactivate, 3)), vec![nospace(3)]);
         assert_eq!(apply(req(AlarmAction::Deactivate, 3)), vec![]);
+        // A clean stop commits the applied entries (the node syncs the store before it exits).
+        store.sync().unwrap();
         drop(store);
 
         let store = Store::open(dir.path(), 64 << 20).unwrap();
