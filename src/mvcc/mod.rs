@@ -45,8 +45,11 @@
 //! whole generation) and every version above C, and refuses later reads below C with
 //! [`MvccError::Compacted`]. Reads *at* C still work. The logical compaction (the new floor and
 //! the index) is recorded first, in one LMDB transaction with the raft index; the physical
-//! deletion follows in bounded batches. If the process dies between batches, `open` notices that
-//! the finished compaction trails the scheduled one and completes it.
+//! deletion follows in bounded batches, one per [`Store::purge_step`] (the raft loop runs one a
+//! tick, so that deleting millions of revisions never stops its heartbeats). Until it is done,
+//! scans of LMDB (watch replay, `HashKV`) skip the revisions the compaction dropped, so what a
+//! reader sees never depends on how far the deletion got. If the process dies between batches,
+//! `open` notices that the finished compaction trails the scheduled one and completes it.
 //!
 //! # The consistent index
 //!

@@ -276,6 +276,19 @@ pub struct Store {
     /// Named blobs waiting for the next commit that records a raft index (see
     /// [`Store::stage_meta`]).
     staged: Mutex<Vec<(String, Option<Vec<u8>>)>>,
+    /// The physical deletion of the last compaction, while it is under way.
+    purge_job: Mutex<Option<PurgeJob>>,
+}
+
+/// A compaction's physical deletion, run in bounded steps (see [`Store::purge_step`]).
+#[derive(Clone)]
+struct PurgeJob {
+    /// The compaction floor.
+    at_rev: i64,
+    /// The revisions at or below the floor that stay.
+    keep: Arc<HashSet<Revision>>,
+    /// The LMDB key the next step starts at.
+    cursor: Vec<u8>,
 }
 
 impl fmt::Debug for Store {
@@ -366,6 +379,13 @@ fn fetch(
     Ok(out)
 }
 
+/// Whether `rev` was dropped by a compaction whose physical deletion is still under way.
+fn is_doomed(doomed: &Option<(i64, Arc<HashSet<Revision>>)>, rev: Revision) -> bool {
+    doomed
+        .as_ref()
+        .is_some_and(|(floor, keep)| rev.main <= *floor && !keep.contains(&rev))
+}
+
 /// Whether an event creates its key (etcd's `IsCreateEvent`): such events never carry a prev_kv.
 fn is_create(kind: EventType, kv: &KeyValue) -> bool {
     kind == EventType::Put && kv.create_revision == kv.mod_revision
@@ -409,6 +429,7 @@ impl Store {
             }),
             writer: Mutex::new(()),
             staged: Mutex::new(Vec::new()),
+            purge_job: Mutex::new(None),
         };
         store.rebuild()?;
         Ok(store)
@@ -672,6 +693,14 @@ impl Store {
         }
     }
 
+    /// Commits the batch and finishes any physical deletion, for callers that read the whole
+    /// LMDB file (hashes of it, record counts, consistency checks).
+    fn commit_and_purge(&self) -> Result<(), MvccError> {
+        let _writer = self.lock_writer();
+        self.commit_locked()?;
+        self.finish_purge_locked()
+    }
+
     /// Applied entries not yet committed to LMDB.
     pub fn uncommitted_entries(&self) -> usize {
         self.state_read().pending.entries.load(Ordering::Acquire)
@@ -704,7 +733,8 @@ impl Store {
 
     /// Compacts at `rev` as raft entry `raft_index`: later reads below `rev` fail; for every key
     /// the newest version at or below `rev` stays unless it is a tombstone; everything older is
-    /// deleted from the index and from LMDB. The current revision does not change.
+    /// dropped from the index at once, and deleted from LMDB by later [`Store::purge_step`]
+    /// calls (readers never see it meanwhile). The current revision does not change.
     pub fn compact(&self, raft_index: u64, rev: i64) -> Result<(), MvccError> {
         let _writer = self.lock_writer();
         // The batch first: compaction rewrites LMDB below the floor, and the batch must never
@@ -742,55 +772,35 @@ impl Store {
             st.consistent_index = raft_index;
             st.index.compact(rev)
         };
-        // 3. The physical deletion, in batches.
-        let deleted = self.purge(rev, &keep)?;
-        tracing::debug!(rev, kept = keep.len(), deleted, "compacted");
+        // 3. The physical deletion, in batches the raft loop runs once a tick (`purge_step`), so
+        //    that a large compaction never stalls it. A later compaction takes over: its keep
+        //    set covers what this one would still delete.
+        tracing::debug!(
+            rev,
+            kept = keep.len(),
+            "compacted; the deletion follows in steps"
+        );
+        *self.purge_job() = Some(PurgeJob {
+            at_rev: rev,
+            keep: Arc::new(keep),
+            cursor: Revision::bound_key(0),
+        });
         Ok(())
     }
 
     /// Deletes from LMDB every revision `<= at_rev` not in `keep`, in batches of
     /// [`COMPACTION_BATCH_MAX`], then records the compaction as finished. Idempotent.
     fn purge(&self, at_rev: i64, keep: &HashSet<Revision>) -> Result<usize, MvccError> {
-        let b = self.backend()?;
-        let end = Revision::bound_key(at_rev.saturating_add(1));
         let batches_max = {
+            let b = self.backend()?;
             let rtxn = b.env.read_txn()?;
             b.kv.len(&rtxn)? as usize / COMPACTION_BATCH_MAX + 2
         };
         let mut cursor: Vec<u8> = Revision::bound_key(0);
         let mut deleted = 0usize;
         for _ in 0..batches_max {
-            let mut wtxn = b.env.write_txn()?;
-            let mut doomed: Vec<Vec<u8>> = Vec::new();
-            let mut next: Option<Vec<u8>> = None;
-            {
-                let bounds = (
-                    Bound::Included(cursor.as_slice()),
-                    Bound::Excluded(end.as_slice()),
-                );
-                for (scanned, item) in b.kv.range(&wtxn, &bounds)?.enumerate() {
-                    let (key, _) = item?;
-                    if scanned == COMPACTION_BATCH_MAX {
-                        next = Some(key.to_vec());
-                        break;
-                    }
-                    let (rev, _) = Revision::from_key(key)?;
-                    assert!(rev.main <= at_rev, "purge scanned {rev} above {at_rev}");
-                    if !keep.contains(&rev) {
-                        doomed.push(key.to_vec());
-                    }
-                }
-            }
-            for key in &doomed {
-                let existed = b.kv.delete(&mut wtxn, key)?;
-                assert!(existed, "purge deletes only keys it just read");
-            }
-            deleted += doomed.len();
-            if next.is_none() {
-                b.meta
-                    .put(&mut wtxn, META_FINISHED_COMPACT_REV, &at_rev.to_be_bytes())?;
-            }
-            wtxn.commit()?;
+            let (next, n) = self.purge_batch(at_rev, keep, &cursor)?;
+            deleted += n;
             match next {
                 None => return Ok(deleted),
                 Some(key) => cursor = key,
@@ -799,6 +809,97 @@ impl Store {
         Err(corrupt(format!(
             "compaction at {at_rev} did not finish in {batches_max} batches"
         )))
+    }
+
+    /// One LMDB transaction of a purge: examines up to [`COMPACTION_BATCH_MAX`] revisions from
+    /// `cursor` on, deletes those `<= at_rev` not in `keep`, and records the compaction as
+    /// finished if it reached the end. Returns where the next batch starts (`None`: finished) and
+    /// how many revisions it deleted. The caller holds the writer lock.
+    fn purge_batch(
+        &self,
+        at_rev: i64,
+        keep: &HashSet<Revision>,
+        cursor: &[u8],
+    ) -> Result<(Option<Vec<u8>>, usize), MvccError> {
+        let b = self.backend()?;
+        let end = Revision::bound_key(at_rev.saturating_add(1));
+        let mut wtxn = b.env.write_txn()?;
+        let mut doomed: Vec<Vec<u8>> = Vec::new();
+        let mut next: Option<Vec<u8>> = None;
+        {
+            let bounds = (Bound::Included(cursor), Bound::Excluded(end.as_slice()));
+            for (scanned, item) in b.kv.range(&wtxn, &bounds)?.enumerate() {
+                let (key, _) = item?;
+                if scanned == COMPACTION_BATCH_MAX {
+                    next = Some(key.to_vec());
+                    break;
+                }
+                let (rev, _) = Revision::from_key(key)?;
+                assert!(rev.main <= at_rev, "purge scanned {rev} above {at_rev}");
+                if !keep.contains(&rev) {
+                    doomed.push(key.to_vec());
+                }
+            }
+        }
+        for key in &doomed {
+            let existed = b.kv.delete(&mut wtxn, key)?;
+            assert!(existed, "purge deletes only keys it just read");
+        }
+        if next.is_none() {
+            b.meta
+                .put(&mut wtxn, META_FINISHED_COMPACT_REV, &at_rev.to_be_bytes())?;
+        }
+        wtxn.commit()?;
+        Ok((next, doomed.len()))
+    }
+
+    /// Runs one batch of the physical deletion a compaction left (see [`Store::compact`]):
+    /// bounded work, so that the raft loop can call it once a tick and keep its heartbeats.
+    /// Returns whether any deletion is left after it.
+    pub fn purge_step(&self) -> Result<bool, MvccError> {
+        let _writer = self.lock_writer();
+        self.purge_step_locked()
+    }
+
+    fn purge_step_locked(&self) -> Result<bool, MvccError> {
+        let Some(job) = self.purge_job().clone() else {
+            return Ok(false);
+        };
+        let (next, deleted) = self.purge_batch(job.at_rev, &job.keep, &job.cursor)?;
+        tracing::debug!(
+            rev = job.at_rev,
+            deleted,
+            done = next.is_none(),
+            "purge step"
+        );
+        let mut slot = self.purge_job();
+        *slot = next.map(|cursor| PurgeJob { cursor, ..job });
+        Ok(slot.is_some())
+    }
+
+    /// Finishes the physical deletion a compaction left, for callers that read the whole file.
+    fn finish_purge_locked(&self) -> Result<(), MvccError> {
+        while self.purge_step_locked()? {}
+        Ok(())
+    }
+
+    /// Whether every compaction applied so far is also physically done: the revisions it
+    /// dropped are gone from LMDB, not only from the index (etcd's `physical` compaction).
+    pub fn is_physically_compacted(&self) -> bool {
+        self.purge_job().is_none()
+    }
+
+    fn purge_job(&self) -> MutexGuard<'_, Option<PurgeJob>> {
+        self.purge_job.lock().expect("purge job lock poisoned")
+    }
+
+    /// The revisions a compaction still in progress has dropped from the index but not yet from
+    /// LMDB: `(floor, kept)`; a revision at or below the floor that is not kept is gone for
+    /// readers, though a scan of LMDB may still meet it.
+    fn doomed(&self) -> Option<(i64, Arc<HashSet<Revision>>)> {
+        self.purge_job()
+            .as_ref()
+            .map(|j| (j.at_rev, j.keep.clone()))
     }
 
     /// The events (puts and deletes) of keys in `[key, range_end)` with
@@ -824,12 +925,17 @@ impl Store {
             limit.min(EVENTS_BETWEEN_MAX)
         };
         let span = KeySpan::new(key, range_end);
-        let (txn, current, pending) = {
+        let (txn, current, pending, doomed) = {
             let st = self.state_read();
             if start_rev < st.compact_rev {
                 return Err(MvccError::Compacted);
             }
-            (b.env.read_txn()?, st.current_rev, st.pending.clone())
+            (
+                b.env.read_txn()?,
+                st.current_rev,
+                st.pending.clone(),
+                self.doomed(),
+            )
         };
         let start = start_rev.max(1);
         let end = end_rev.min(current);
@@ -849,6 +955,10 @@ impl Store {
             );
             if events.len() >= limit && rev.main != last_main {
                 return Ok(ControlFlow::Break(()));
+            }
+            if is_doomed(&doomed, rev) {
+                // Compacted away; only its physical deletion is still to come.
+                return Ok(ControlFlow::Continue(()));
             }
             let mut kv =
                 KeyValue::decode(v).map_err(|e| corrupt(format!("value at {rev}: {e}")))?;
@@ -922,13 +1032,14 @@ impl Store {
     /// the same revision mean equal key spaces. Returns (hash, compact revision, revision hashed).
     pub fn hash_kv(&self, rev: i64) -> Result<(u32, i64, i64), MvccError> {
         let b = self.backend()?;
-        let (current, compact, txn, pending) = {
+        let (current, compact, txn, pending, doomed) = {
             let st = self.state_read();
             (
                 st.current_rev,
                 st.compact_rev,
                 b.env.read_txn()?,
                 st.pending.clone(),
+                self.doomed(),
             )
         };
         let rev = read_revision(rev, current, compact)?;
@@ -939,6 +1050,10 @@ impl Store {
         let below = (Bound::Unbounded, Bound::Excluded(upper.as_slice()));
         for item in b.kv.range(&txn, &below)? {
             let (k, v) = item?;
+            // Members hash what compaction left, however far each one's deletion has got.
+            if is_doomed(&doomed, Revision::from_key(k)?.0) {
+                continue;
+            }
             hasher.update(k);
             hasher.update(v);
         }
@@ -1015,6 +1130,8 @@ impl Store {
         let _writer = self.lock_writer();
         // What was applied before stays whole if the install fails.
         self.commit_locked()?;
+        // The new file's own compaction state decides what is left to delete (`rebuild`).
+        let job = self.purge_job().take();
         self.staged
             .lock()
             .expect("staged meta lock poisoned")
@@ -1027,8 +1144,11 @@ impl Store {
         let built = self.build_backend(&fresh_dir, file);
         if let Err(e) = built {
             let _ = std::fs::remove_dir_all(&fresh_dir);
+            // The store stays as it was, its deletion under way included.
+            *self.purge_job() = job;
             return Err(e);
         }
+        drop(job);
         self.replace_backend(&fresh_dir)?;
         self.rebuild()?;
         Ok(self.consistent_index())
@@ -1234,7 +1354,7 @@ impl Store {
 
     /// How many records the backend holds: key revisions plus metadata records.
     pub fn record_count(&self) -> Result<u64, MvccError> {
-        self.commit()?;
+        self.commit_and_purge()?;
         let b = self.backend()?;
         let txn = b.env.read_txn()?;
         Ok(b.kv.len(&txn)? + b.meta.len(&txn)?)
@@ -1244,7 +1364,7 @@ impl Store {
     /// applied index (members that applied the same entries agree; the index moves with every
     /// entry, including ones that change nothing).
     pub fn hash_backend(&self) -> Result<u32, MvccError> {
-        self.commit()?;
+        self.commit_and_purge()?;
         let b = self.backend()?;
         let txn = b.env.read_txn()?;
         let mut crc = crc32fast::Hasher::new();
@@ -1303,7 +1423,7 @@ impl Store {
     /// Asserts that the key index and LMDB hold exactly the same revisions and that every stored
     /// value agrees with its key. For tests and debugging: it reads everything.
     pub fn check_consistency(&self) -> Result<(), MvccError> {
-        self.commit()?;
+        self.commit_and_purge()?;
         let b = self.backend()?;
         let st = self.state_read();
         st.index.check();

@@ -706,6 +706,10 @@ impl Node {
 
     fn on_tick(&mut self) -> Result<(), NodeError> {
         self.commit_backend(false)?;
+        // One bounded batch of a compaction's physical deletion per tick.
+        self.store
+            .purge_step()
+            .map_err(|e| NodeError::Storage(e.to_string()))?;
         let now = self.clock.now();
         // Reads whose ReadIndex round got no answer (lost message, leader change) are asked again,
         // and fail once they are older than the read timeout.

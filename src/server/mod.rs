@@ -71,6 +71,11 @@ pub const EVENT_BUFFER_MAX: usize = 1024;
 pub const LEASE_TICK: Duration = Duration::from_millis(500);
 /// Pause between two attempts to publish this member's attributes.
 pub const PUBLISH_RETRY: Duration = Duration::from_millis(500);
+/// How often a `physical` compaction checks whether the backend's deletion finished.
+const PHYSICAL_COMPACTION_POLL: Duration = Duration::from_millis(10);
+/// How long a `physical` compaction waits for the deletion before it answers with a timeout (the
+/// compaction itself has happened then; only the answer gives up).
+const PHYSICAL_COMPACTION_WAIT_MAX: Duration = Duration::from_secs(300);
 /// Extra bytes gRPC accepts beyond --max-request-bytes, so that an oversized request reaches the
 /// server's own check and gets etcd's "request is too large" rather than a transport error.
 pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
@@ -425,7 +430,20 @@ impl Server {
         &self,
         req: CompactionRequest,
     ) -> Result<CompactionResponse, RequestError> {
-        self.write(cairnpb::request::Op::Compaction(req)).await
+        let physical = req.physical;
+        let resp = self.write(cairnpb::request::Op::Compaction(req)).await?;
+        if physical {
+            // etcd's `physical`: answer once this member's backend has deleted what the
+            // compaction dropped (the raft loop deletes a bounded batch a tick).
+            let started = self.inner.clock.now();
+            while !self.inner.store.is_physically_compacted() {
+                if self.inner.clock.now().saturating_sub(started) >= PHYSICAL_COMPACTION_WAIT_MAX {
+                    return Err(RequestError::Timeout);
+                }
+                self.inner.clock.sleep(PHYSICAL_COMPACTION_POLL).await;
+            }
+        }
+        Ok(resp)
     }
 
     /// `GET /metrics`: Prometheus text under etcd's metric names.
