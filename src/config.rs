@@ -92,6 +92,14 @@ struct Flags {
     /// Number of committed transactions to trigger a snapshot to disk.
     #[arg(long, env = "CAIRN_SNAPSHOT_COUNT", default_value_t = 100_000)]
     snapshot_count: u64,
+    /// Number of entries for a slow follower to catch up after compacting the raft storage
+    /// entries.
+    #[arg(
+        long = "experimental-snapshot-catchup-entries",
+        env = "CAIRN_EXPERIMENTAL_SNAPSHOT_CATCHUP_ENTRIES",
+        default_value_t = crate::raft::SNAPSHOT_CATCH_UP_ENTRIES
+    )]
+    snapshot_catch_up_entries: u64,
     /// Maximum client request size in bytes the server will accept.
     #[arg(long, env = "CAIRN_MAX_REQUEST_BYTES", default_value_t = MAX_REQUEST_BYTES_DEFAULT)]
     max_request_bytes: usize,
@@ -271,6 +279,7 @@ impl Flags {
                 heartbeat_interval: Duration::from_millis(self.heartbeat_interval),
                 election_timeout: Duration::from_millis(self.election_timeout),
                 snapshot_count: self.snapshot_count,
+                snapshot_catch_up_entries: self.snapshot_catch_up_entries,
                 max_request_bytes: self.max_request_bytes,
                 max_txn_ops: self.max_txn_ops,
                 quota_backend_bytes: quota,

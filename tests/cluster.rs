@@ -496,7 +496,17 @@ const KEYS_WHILE_DOWN: usize = 500;
 
 #[test]
 fn member_down_during_log_compaction_catches_up_by_snapshot() {
-    let mut cluster = Cluster::start(Kind::Cairn, 3, &["--snapshot-count", SNAPSHOT_COUNT]);
+    // A catch-up window of 10 entries, far fewer than the member misses: it needs a snapshot.
+    let mut cluster = Cluster::start(
+        Kind::Cairn,
+        3,
+        &[
+            "--snapshot-count",
+            SNAPSHOT_COUNT,
+            "--experimental-snapshot-catchup-entries",
+            "10",
+        ],
+    );
     let all = cluster.all();
     let leader = cluster.wait_leader(&all, LEADER_TIMEOUT);
     let down = cluster.others(&[leader])[0];
@@ -567,9 +577,12 @@ fn member_down_during_log_compaction_catches_up_by_snapshot() {
         caught_up.as_millis(),
         target.applied_index
     );
-    println!(
-        "restarted member installed a snapshot: {}",
-        cluster.members[down].log().contains("snapshot")
+    assert!(
+        cluster.members[down]
+            .log()
+            .contains("installed a snapshot from the leader"),
+        "the restarted member missed more than the catch-up window: it needs a snapshot\n{}",
+        cluster.members[down].log_tail()
     );
 
     // It holds every key, and the same history as the others.

@@ -34,7 +34,8 @@ mod node;
 pub use logger::raft_logger;
 pub use node::{
     Applied, Command, Node, NodeConfig, NodeError, NodeParts, NodeStatus, ProposalResult,
-    COMMANDS_PER_TURN_MAX, PARKED_PROPOSALS_MAX, READ_BATCHES_MAX, WAITERS_MAX,
+    COMMANDS_PER_TURN_MAX, PARKED_PROPOSALS_MAX, READ_BATCHES_MAX, SNAPSHOT_CATCH_UP_ENTRIES,
+    WAITERS_MAX,
 };
 
 use ::raft::eraftpb::{ConfState, Snapshot};

@@ -65,6 +65,7 @@ fn config(dir: &std::path::Path, quota_backend_bytes: u64) -> ServerConfig {
         // The member must never campaign: the test keeps it a follower with heartbeats.
         election_timeout: Duration::from_secs(5),
         snapshot_count: 100_000,
+        snapshot_catch_up_entries: crate::raft::SNAPSHOT_CATCH_UP_ENTRIES,
         max_request_bytes: crate::config::MAX_REQUEST_BYTES_DEFAULT,
         max_txn_ops: 128,
         quota_backend_bytes,

@@ -20,6 +20,8 @@ pub mod apply;
 #[cfg(test)]
 mod driver_tests;
 pub mod error;
+#[cfg(test)]
+mod leader_tests;
 pub mod membership;
 pub mod metrics;
 pub mod quota;
@@ -100,6 +102,9 @@ pub struct ServerConfig {
     pub heartbeat_interval: Duration,
     pub election_timeout: Duration,
     pub snapshot_count: u64,
+    /// Applied entries the log keeps behind each compaction, so a follower that lags by fewer
+    /// gets entries rather than a snapshot (etcd's `--experimental-snapshot-catchup-entries`).
+    pub snapshot_catch_up_entries: u64,
     pub max_request_bytes: usize,
     pub max_txn_ops: usize,
     pub quota_backend_bytes: u64,
@@ -245,6 +250,7 @@ impl Server {
             election_ticks: cfg.election_ticks(),
             heartbeat_ticks: 1,
             snapshot_count: cfg.snapshot_count,
+            catch_up_entries: cfg.snapshot_catch_up_entries,
             read_timeout: cfg.request_timeout(),
             leader_wait: cfg.request_timeout(),
             // A lost ReadIndex request or answer is asked again after a few heartbeats.

@@ -808,6 +808,7 @@ mod tests {
                 heartbeat_interval: Duration::from_millis(10),
                 election_timeout: Duration::from_millis(50),
                 snapshot_count: 100_000,
+                snapshot_catch_up_entries: crate::raft::SNAPSHOT_CATCH_UP_ENTRIES,
                 max_request_bytes: crate::config::MAX_REQUEST_BYTES_DEFAULT,
                 max_txn_ops: 128,
                 quota_backend_bytes: 1 << 30,

@@ -464,6 +464,64 @@ fn release_to_deletes_only_segments_covered_by_the_snapshot() {
     assert_eq!(contents.hard_state, hard_state(1, 1, 40));
 }
 
+/// The raft driver keeps a window of catch-up entries behind each compaction: its markers trail
+/// the applied index, one after another, and each release keeps the window's segments. Every
+/// reopen, also after a crash between the marker and the release, starts at the last marker and
+/// holds the whole window and everything after it.
+#[test]
+fn trailing_snapshot_markers_keep_the_window_across_releases_and_reopens() {
+    const WINDOW: u64 = 15;
+    let disk = MemDisk::default();
+    let shared: Arc<dyn Disk> = Arc::new(disk.clone());
+    let dir = Path::new("/wal");
+    let mut wal = Wal::create(shared.clone(), dir, METADATA, small_segments()).unwrap();
+    let mut marker = 0;
+    for applied in (10..=100).step_by(10) {
+        let first = wal.last_index() + 1;
+        wal.append(
+            &entries(first..=applied, 1),
+            Some(&hard_state(1, 1, applied)),
+        )
+        .unwrap();
+        wal.sync().unwrap();
+        let compact_to = applied.saturating_sub(WINDOW).max(marker);
+        if compact_to > marker {
+            wal.record_snapshot(compact_to, 1).unwrap();
+            marker = compact_to;
+            if applied == 60 {
+                // A crash between the marker and the release: nothing was released.
+                disk.crash();
+                drop(wal);
+                let (reopened, contents) =
+                    Wal::open(shared.clone(), dir, small_segments()).unwrap();
+                assert_eq!(contents.snapshot, Some((marker, 1)));
+                assert_eq!(contents.entries, entries(marker + 1..=applied, 1));
+                wal = reopened;
+            }
+            wal.release_to(compact_to).unwrap();
+        }
+        drop(wal);
+        let (reopened, contents) = Wal::open(shared.clone(), dir, small_segments()).unwrap();
+        let expected_snapshot = (marker > 0).then_some((marker, 1));
+        assert_eq!(contents.snapshot, expected_snapshot, "applied {applied}");
+        assert_eq!(contents.entries, entries(marker + 1..=applied, 1));
+        assert_eq!(contents.hard_state, hard_state(1, 1, applied));
+        wal = reopened;
+    }
+    assert_eq!(marker, 100 - WINDOW);
+    // Segments wholly inside the released part are gone.
+    let first_kept = segment_paths(&*shared, dir)
+        .iter()
+        .map(|p| {
+            SegmentName::parse(p.file_name().unwrap().to_str().unwrap())
+                .unwrap()
+                .first_index
+        })
+        .min()
+        .unwrap();
+    assert!(first_kept > 1 && first_kept <= marker + 1, "{first_kept}");
+}
+
 #[test]
 #[should_panic(expected = "beyond the snapshot")]
 fn release_beyond_the_snapshot_panics() {

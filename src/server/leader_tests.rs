@@ -1,0 +1,289 @@
+//! The raft driver as a leader: a one-voter cluster whose learner is played by the test, which
+//! reads every message and snapshot the leader hands its transport and answers for the learner.
+//! That shows what a leader sends a follower that lags behind a log compaction, and whether it
+//! keeps sending heartbeats while a snapshot is prepared.
+
+// The test is the member's network and runs on the real runtime; it waits with tokio directly.
+#![allow(clippy::disallowed_methods)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::raft::eraftpb::{Message, MessageType};
+use tokio::sync::{mpsc, watch};
+
+use crate::io::{FsDisk, RuntimeClock, SplitMix64, Transport};
+use crate::proto::etcdserverpb::{PutRequest, RangeRequest};
+use crate::server::{InitialMember, Server, ServerConfig, ServerIo};
+
+const MEMBER: u64 = 0xa;
+const LEARNER_URL: &str = "http://127.0.0.1:40100";
+const HEARTBEAT: Duration = Duration::from_millis(50);
+const WAIT: Duration = Duration::from_secs(30);
+
+/// What the leader handed its transport.
+#[derive(Debug)]
+enum Sent {
+    Message(Message),
+    /// A snapshot, with the size of its file.
+    Snapshot(Message, u64),
+}
+
+/// Hands everything the member sends to the test.
+struct Capture(mpsc::UnboundedSender<Sent>);
+
+impl Transport for Capture {
+    fn send(&self, msg: Message) {
+        let _ = self.0.send(Sent::Message(msg));
+    }
+
+    fn send_snapshot(&self, msg: Message, path: std::path::PathBuf) {
+        let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let _ = std::fs::remove_file(&path);
+        let _ = self.0.send(Sent::Snapshot(msg, bytes));
+    }
+}
+
+struct Leader {
+    server: Server,
+    to_member: mpsc::Sender<Message>,
+    sent: mpsc::UnboundedReceiver<Sent>,
+    stop: watch::Sender<bool>,
+    node: crate::server::NodeHandle,
+}
+
+fn config(
+    dir: &std::path::Path,
+    heartbeat: Duration,
+    snapshot_count: u64,
+    catch_up_entries: u64,
+) -> ServerConfig {
+    ServerConfig {
+        name: "leader".into(),
+        data_dir: dir.join("data"),
+        member_id: MEMBER,
+        cluster_id: 0x1234,
+        initial_cluster: vec![InitialMember {
+            name: "leader".into(),
+            id: MEMBER,
+            peer_urls: vec!["http://127.0.0.1:40010".into()],
+        }],
+        client_urls: vec!["http://127.0.0.1:2379".into()],
+        heartbeat_interval: heartbeat,
+        election_timeout: 10 * heartbeat,
+        snapshot_count,
+        snapshot_catch_up_entries: catch_up_entries,
+        max_request_bytes: crate::config::MAX_REQUEST_BYTES_DEFAULT,
+        max_txn_ops: 128,
+        quota_backend_bytes: 1 << 30,
+        strict_reconfig_check: true,
+        join_existing: false,
+    }
+}
+
+/// Starts (or restarts) the one-voter cluster on `dir` and waits until it leads.
+async fn start(dir: &std::path::Path, snapshot_count: u64, catch_up_entries: u64) -> Leader {
+    start_with(dir, HEARTBEAT, snapshot_count, catch_up_entries).await
+}
+
+async fn start_with(
+    dir: &std::path::Path,
+    heartbeat: Duration,
+    snapshot_count: u64,
+    catch_up_entries: u64,
+) -> Leader {
+    let (tx, sent) = mpsc::unbounded_channel();
+    let io = ServerIo {
+        disk: Arc::new(FsDisk),
+        clock: Arc::new(RuntimeClock::new()),
+        transport: Arc::new(Capture(tx)),
+        rng: Box::new(SplitMix64::new(5)),
+    };
+    let (stop, stop_rx) = watch::channel(false);
+    let (server, to_member, node) = Server::start(
+        config(dir, heartbeat, snapshot_count, catch_up_entries),
+        io,
+        stop_rx,
+    )
+    .unwrap();
+    let mut status = server.watch_status();
+    tokio::time::timeout(WAIT, status.wait_for(|s| s.is_leader))
+        .await
+        .expect("a one-voter cluster elects itself")
+        .unwrap();
+    Leader {
+        server,
+        to_member,
+        sent,
+        stop,
+        node,
+    }
+}
+
+impl Leader {
+    async fn put(&self, key: &str, value_bytes: usize) {
+        self.server
+            .put(PutRequest {
+                key: key.as_bytes().to_vec(),
+                value: vec![b'v'; value_bytes],
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("put {key}: {e:?}"));
+    }
+
+    async fn add_learner(&self) -> u64 {
+        let (learner, _) = self
+            .server
+            .member_add(vec![LEARNER_URL.into()], true)
+            .await
+            .expect("a learner may join a one-voter cluster");
+        learner.id
+    }
+
+    /// The next message of `kind` to `to`, or the next snapshot to `to` (everything else is
+    /// dropped).
+    async fn next_to(&mut self, to: u64, kind: MessageType) -> Sent {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                match self.sent.recv().await.expect("member runs") {
+                    Sent::Message(m) if m.to == to && m.get_msg_type() == kind => {
+                        return Sent::Message(m)
+                    }
+                    s @ Sent::Snapshot(..) => return s,
+                    _ => {}
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("the leader sent no {kind:?} to {to:x} in time"))
+    }
+
+    /// The learner answers the leader's probe `probe`: it does not have that entry, its log
+    /// ends at `last`.
+    async fn reject(&self, learner: u64, probe: &Message, last: u64) {
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgAppendResponse);
+        m.from = learner;
+        m.to = MEMBER;
+        m.term = probe.term;
+        m.index = probe.index;
+        m.reject = true;
+        m.reject_hint = last;
+        self.to_member.send(m).await.unwrap();
+    }
+
+    fn applied(&self) -> u64 {
+        self.server.node_status().applied
+    }
+
+    async fn keys(&self) -> usize {
+        self.server
+            .range(RangeRequest {
+                key: b"\0".to_vec(),
+                range_end: b"\0".to_vec(),
+                serializable: true,
+                keys_only: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .kvs
+            .len()
+    }
+
+    async fn shut_down(self) {
+        self.stop.send(true).unwrap();
+        self.node.await.unwrap().unwrap();
+        drop(self.server);
+        // The store is closed once the server's background tasks let go of it.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// The leader's answer to a learner that lags `lag` entries behind its applied index: the first
+/// append (after the probe) or snapshot it sends once the learner rejected its probe. Returns the
+/// learner's claimed last index too.
+async fn answer_to_a_lagging_learner(leader: &mut Leader, learner: u64, lag: u64) -> (u64, Sent) {
+    // A heartbeat answer makes a paused leader probe again (raft-rs resumes the follower).
+    let mut hb = Message::default();
+    hb.set_msg_type(MessageType::MsgHeartbeatResponse);
+    hb.from = learner;
+    hb.to = MEMBER;
+    hb.term = leader.server.node_status().term;
+    leader.to_member.send(hb).await.unwrap();
+    let probe = match leader.next_to(learner, MessageType::MsgAppend).await {
+        Sent::Message(m) => m,
+        s => panic!("a snapshot before the learner answered anything: {s:?}"),
+    };
+    let last = leader.applied() - lag;
+    assert!(last < probe.index, "the learner is behind the probe");
+    leader.reject(learner, &probe, last).await;
+    loop {
+        match leader.next_to(learner, MessageType::MsgAppend).await {
+            // A second copy of the probe, sent before the rejection arrived.
+            Sent::Message(m) if m.index == probe.index => continue,
+            sent => return (last, sent),
+        }
+    }
+}
+
+/// Keys written before the learner is added; the log is compacted every `SNAPSHOT_COUNT`.
+const KEYS: usize = 100;
+const SNAPSHOT_COUNT: u64 = 10;
+/// The catch-up window of the test: half the keys.
+const CATCH_UP_ENTRIES: u64 = 50;
+/// How far behind the learner says it is: inside the window even right after a compaction.
+const LAG: u64 = 20;
+
+/// etcd keeps `SnapshotCatchUpEntries` entries behind every log compaction, so that a follower
+/// a little behind gets the entries it misses rather than a snapshot of the whole backend. The
+/// log used to be compacted right up to the applied index: a follower one compaction behind
+/// needed a snapshot. The window must survive a restart too: the WAL keeps it, with its snapshot
+/// marker below the applied index, and the restarted member replays the entries it already
+/// applied without applying them again.
+#[tokio::test]
+async fn a_follower_behind_by_less_than_the_catch_up_window_gets_entries_not_a_snapshot() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let mut leader = start(dir.path(), SNAPSHOT_COUNT, CATCH_UP_ENTRIES).await;
+    for i in 0..KEYS {
+        leader.put(&format!("k{i:03}"), 10).await;
+    }
+    let learner = leader.add_learner().await;
+    match answer_to_a_lagging_learner(&mut leader, learner, LAG).await {
+        (last, Sent::Message(m)) => assert_eq!(
+            m.index, last,
+            "the append resumes right after the learner's last entry"
+        ),
+        (_, Sent::Snapshot(m, _)) => panic!(
+            "a learner {LAG} entries behind was sent a snapshot at {}",
+            m.get_snapshot().get_metadata().index
+        ),
+    }
+    let applied = leader.applied();
+    leader.shut_down().await;
+
+    let mut leader = start(dir.path(), SNAPSHOT_COUNT, CATCH_UP_ENTRIES).await;
+    assert!(leader.applied() >= applied, "nothing applied is lost");
+    assert_eq!(leader.keys().await, KEYS, "nothing is lost");
+    let revision = leader.server.store().current_revision();
+    assert_eq!(
+        revision,
+        1 + KEYS as i64,
+        "one revision per put, none replayed"
+    );
+    match answer_to_a_lagging_learner(&mut leader, learner, LAG).await {
+        (last, Sent::Message(m)) => assert_eq!(m.index, last),
+        (_, Sent::Snapshot(..)) => panic!("the restarted leader lost its catch-up window"),
+    }
+    // A learner behind the window still gets a snapshot.
+    let behind = CATCH_UP_ENTRIES + SNAPSHOT_COUNT + 5;
+    match answer_to_a_lagging_learner(&mut leader, learner, behind).await {
+        (_, Sent::Snapshot(m, bytes)) => {
+            assert!(m.get_snapshot().get_metadata().index >= applied);
+            assert!(bytes > 0, "the snapshot file holds the backend");
+        }
+        (_, Sent::Message(m)) => panic!("entries from {} were compacted away", m.index),
+    }
+    leader.shut_down().await;
+}
