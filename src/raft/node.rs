@@ -90,6 +90,10 @@ pub type TransferReply = oneshot::Sender<Result<(), RequestError>>;
 /// backend. etcd sizes it as about half a second of its peak throughput.
 pub const SNAPSHOT_CATCH_UP_ENTRIES: u64 = 5_000;
 
+/// Snapshot exports running off the loop at once (one per follower at most), beyond which a
+/// follower's snapshot is refused for now and raft tries again later.
+pub const SNAPSHOT_EXPORTS_MAX: usize = 16;
+
 /// A learner may be promoted once it has at least this share (in percent) of the leader's log.
 pub const LEARNER_READY_PERCENT: u64 = 90;
 
@@ -217,6 +221,47 @@ impl Leaving {
     }
 }
 
+/// An outgoing snapshot written off the loop (see [`Node::start_export`]), handed back to it.
+struct ExportDone {
+    /// raft-rs's MsgSnapshot, whose metadata still describes raft's idea of the snapshot.
+    msg: Message,
+    path: std::path::PathBuf,
+    /// The consistent index the file holds, or why it could not be written.
+    result: Result<u64, String>,
+}
+
+/// Writes the backend to a snapshot file and syncs it.
+fn export(store: &Store, path: &std::path::Path) -> Result<u64, String> {
+    store.export_snapshot(path).map_err(|e| e.to_string())
+}
+
+/// Runs [`export`] on a blocking thread and sends the outcome to the loop. Under the simulator,
+/// which has no blocking pool, it runs in a task of its own: the loop still goes on before the
+/// result is back, at a point of the schedule the seed decides.
+fn spawn_export(
+    store: Arc<Store>,
+    msg: Message,
+    path: std::path::PathBuf,
+    done: mpsc::Sender<ExportDone>,
+) {
+    tokio::spawn(async move {
+        #[cfg(not(madsim))]
+        let result = {
+            let path = path.clone();
+            match tokio::task::spawn_blocking(move || export(&store, &path)).await {
+                Ok(result) => result,
+                Err(e) => Err(format!("the export stopped: {e}")),
+            }
+        };
+        #[cfg(madsim)]
+        let result = export(&store, &path);
+        if let Err(unsent) = done.send(ExportDone { msg, path, result }).await {
+            // The node stopped meanwhile.
+            let _ = std::fs::remove_file(&unsent.0.path);
+        }
+    });
+}
+
 struct Parked {
     request: cairnpb::Request,
     reply: oneshot::Sender<ProposalResult>,
@@ -264,10 +309,18 @@ pub struct Node {
     last_role: (u64, StateRole, u64),
     /// Set once this member, as leader, applied its own removal: see [`Leaving`].
     leaving: Option<Leaving>,
+    /// Followers whose snapshot is being exported off the loop.
+    exporting: BTreeSet<u64>,
+    exports_tx: mpsc::Sender<ExportDone>,
+    exports: mpsc::Receiver<ExportDone>,
+    /// Index of the last membership change this start applied or installed: an export of an
+    /// older index holds an older ConfState than the backend's.
+    conf_changed_at: u64,
 }
 
 impl Node {
     pub fn new(parts: NodeParts) -> Node {
+        let (exports_tx, exports) = mpsc::channel(SNAPSHOT_EXPORTS_MAX);
         let mut node = Node {
             cfg: parts.config,
             raw: parts.raw_node,
@@ -300,6 +353,10 @@ impl Node {
             last_timeout: 0,
             last_role: (0, StateRole::Follower, 0),
             leaving: None,
+            exporting: BTreeSet::new(),
+            exports_tx,
+            exports,
+            conf_changed_at: 0,
         };
         node.reseed_election_timeout(true);
         node
@@ -362,6 +419,11 @@ impl Node {
                         }
                     }
                 }
+                done = self.exports.recv() => {
+                    if let Some(done) = done {
+                        self.on_export(done)?;
+                    }
+                }
                 cmd = self.commands.recv() => {
                     let Some(cmd) = cmd else { break };
                     self.handle(cmd);
@@ -378,6 +440,9 @@ impl Node {
             self.reseed_election_timeout(false);
             self.flush_reads();
             self.unpark();
+            if !self.exporting.is_empty() && self.raw.raft.raft_log.unstable.snapshot.is_some() {
+                self.finish_exports().await?;
+            }
             if self.raw.has_ready() {
                 self.on_ready()?;
             }
@@ -776,13 +841,7 @@ impl Node {
     fn send(&mut self, msgs: Vec<Message>) -> Result<(), NodeError> {
         for m in msgs {
             if m.get_msg_type() == MessageType::MsgSnapshot {
-                let to = m.to;
-                if let Err(why) = self.send_snapshot(m)? {
-                    tracing::warn!(to = %format!("{:x}", to), %why, "cannot prepare a snapshot");
-                    // Raft paused the follower for this snapshot; it must try again later.
-                    self.raw
-                        .report_snapshot(to, ::raft::SnapshotStatus::Failure);
-                }
+                self.start_export(m);
             } else {
                 self.transport.send(m);
             }
@@ -790,31 +849,84 @@ impl Node {
         Ok(())
     }
 
-    /// A follower needs entries the log no longer holds: export the backend to a snapshot file and
-    /// let the transport stream it. The message's metadata is rewritten to describe exactly what
-    /// the file holds (its consistent index, that entry's term, the ConfState applied with it), so
-    /// the follower never skips entries the file lacks; entries the file already covers are skipped
-    /// by the follower's consistent index. The inner error says why no snapshot could be
-    /// prepared (the caller reports that to raft, which would otherwise keep the follower paused);
-    /// the outer one is a crash point stopping the node.
-    fn send_snapshot(&self, mut msg: Message) -> Result<Result<(), String>, NodeError> {
-        if let Err(e) = std::fs::create_dir_all(&self.cfg.snap_dir) {
-            return Ok(Err(e.to_string()));
+    /// A follower needs entries the log no longer holds: export the backend to a snapshot file,
+    /// off the loop, and let [`Node::on_export`] send it once it is written.
+    ///
+    /// Writing and syncing a copy of the whole backend takes as long as the backend is large;
+    /// done here, the leader would send no heartbeat meanwhile and the followers would elect
+    /// another leader. The export reads from its own LMDB read transaction, so it sees one
+    /// consistent state while the loop goes on applying. One export per follower at a time:
+    /// raft-rs keeps the follower paused until it hears how the snapshot went, so a second
+    /// request for the same follower (after a leader change and back) is answered by the first.
+    fn start_export(&mut self, msg: Message) {
+        let to = msg.to;
+        if self.exporting.contains(&to) {
+            tracing::debug!(to = %format!("{to:x}"), "a snapshot for this follower is being exported");
+            return;
         }
-        let path = self.cfg.snap_dir.join(format!(
-            "out-{:x}-{}.snap",
-            msg.to,
-            self.clock.now().as_nanos()
-        ));
-        let prepared = (|| {
-            let index = self
-                .store
-                .export_snapshot(&path)
-                .map_err(|e| e.to_string())?;
-            let term = match self.raw.raft.raft_log.term(index) {
+        let refused = if self.exporting.len() >= SNAPSHOT_EXPORTS_MAX {
+            Some(format!(
+                "{SNAPSHOT_EXPORTS_MAX} snapshot exports already run"
+            ))
+        } else {
+            std::fs::create_dir_all(&self.cfg.snap_dir)
+                .err()
+                .map(|e| e.to_string())
+        };
+        if let Some(why) = refused {
+            tracing::warn!(to = %format!("{to:x}"), %why, "cannot prepare a snapshot");
+            // Raft paused the follower for this snapshot; it must try again later.
+            self.raw
+                .report_snapshot(to, ::raft::SnapshotStatus::Failure);
+            return;
+        }
+        let path = self.snapshot_out_path(to);
+        self.exporting.insert(to);
+        spawn_export(self.store.clone(), msg, path, self.exports_tx.clone());
+    }
+
+    fn snapshot_out_path(&self, to: u64) -> std::path::PathBuf {
+        self.cfg
+            .snap_dir
+            .join(format!("out-{:x}-{}.snap", to, self.clock.now().as_nanos()))
+    }
+
+    /// An export finished: describe exactly what the file holds in the message (its consistent
+    /// index, that entry's term, the ConfState applied with it), so the follower never skips
+    /// entries the file lacks, and hand it to the transport; entries the file already covers are
+    /// skipped by the follower's consistent index. If the file cannot be described any more, or
+    /// the member no longer leads the term that asked for it, raft hears of a failure, which
+    /// unpauses the follower so that a new snapshot is tried. The error is a crash point stopping
+    /// the node.
+    fn on_export(&mut self, done: ExportDone) -> Result<(), NodeError> {
+        let ExportDone {
+            mut msg,
+            path,
+            result,
+        } = done;
+        let to = msg.to;
+        let removed = self.exporting.remove(&to);
+        assert!(
+            removed,
+            "every export result belongs to an export in flight"
+        );
+        let prepared = result.and_then(|index| {
+            let r = &self.raw.raft;
+            if r.state != StateRole::Leader || r.term != msg.term {
+                return Err("leadership changed while the snapshot was exported".to_string());
+            }
+            // The entry must still be in the log (the catch-up window keeps it there).
+            let term = match r.raft_log.term(index) {
                 Ok(t) if t > 0 => t,
                 _ => return Err(format!("no term known for index {index}")),
             };
+            if self.conf_changed_at > index {
+                // The backend's ConfState is newer than the one the file holds.
+                return Err(format!(
+                    "the membership changed at {} after the exported index {index}",
+                    self.conf_changed_at
+                ));
+            }
             let conf_state = match self.store.meta_get(super::CONF_STATE_META) {
                 Ok(Some(bytes)) => {
                     ConfState::parse_from_bytes(&bytes).map_err(|e| e.to_string())?
@@ -822,12 +934,15 @@ impl Node {
                 _ => return Err("no applied ConfState".to_string()),
             };
             Ok((index, term, conf_state))
-        })();
+        });
         let (index, term, conf_state) = match prepared {
             Ok(p) => p,
             Err(why) => {
                 let _ = std::fs::remove_file(&path);
-                return Ok(Err(why));
+                tracing::warn!(to = %format!("{to:x}"), %why, "cannot prepare a snapshot");
+                self.raw
+                    .report_snapshot(to, ::raft::SnapshotStatus::Failure);
+                return Ok(());
             }
         };
         let meta = msg.mut_snapshot().mut_metadata();
@@ -839,9 +954,22 @@ impl Node {
             Point::SnapshotSend,
             self.store.consistent_index(),
         )?;
-        tracing::info!(to = %format!("{:x}", msg.to), index, term, "sending a snapshot");
+        tracing::info!(to = %format!("{to:x}"), index, term, "sending a snapshot");
         self.transport.send_snapshot(msg, path);
-        Ok(Ok(()))
+        Ok(())
+    }
+
+    /// Waits for every export in flight. Installing a snapshot replaces the backend, which waits
+    /// for every reader of the old one to finish, and an export is such a reader: the member is
+    /// a follower then (it received a snapshot), so it has no heartbeats to send meanwhile.
+    async fn finish_exports(&mut self) -> Result<(), NodeError> {
+        while !self.exporting.is_empty() {
+            let Some(done) = self.exports.recv().await else {
+                break;
+            };
+            self.on_export(done)?;
+        }
+        Ok(())
     }
 
     /// Installs a snapshot the leader sent (already received and verified by the transport):
@@ -885,6 +1013,7 @@ impl Node {
         self.applied = AppliedRequests::load(&self.store).map_err(storage)?;
         self.snapshot_index = meta.index;
         self.compacted_at = meta.index;
+        self.conf_changed_at = meta.index;
         let _ = std::fs::remove_file(&path);
         tracing::info!(
             index = meta.index,
@@ -1295,6 +1424,7 @@ impl Node {
         self.raw.mut_store().wl().set_conf_state(cs.clone());
         self.members = members;
         self.peers_changed = true;
+        self.conf_changed_at = index;
         let context = serde_json::from_slice::<serde_json::Value>(context).ok();
         let request = context.as_ref().and_then(|v| {
             let own = self.is_own(v["request_origin"].as_u64()?, v["request_boot"].as_u64()?);

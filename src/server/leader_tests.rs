@@ -7,7 +7,7 @@
 #![allow(clippy::disallowed_methods)]
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ::raft::eraftpb::{Message, MessageType};
 use tokio::sync::{mpsc, watch};
@@ -19,6 +19,9 @@ use crate::server::{InitialMember, Server, ServerConfig, ServerIo};
 const MEMBER: u64 = 0xa;
 const LEARNER_URL: &str = "http://127.0.0.1:40100";
 const HEARTBEAT: Duration = Duration::from_millis(50);
+/// The export test's heartbeat interval: short, so that an export of a few tens of megabytes
+/// spans many of them.
+const HEARTBEAT_SHORT: Duration = Duration::from_millis(10);
 const WAIT: Duration = Duration::from_secs(30);
 
 /// What the leader handed its transport.
@@ -285,5 +288,57 @@ async fn a_follower_behind_by_less_than_the_catch_up_window_gets_entries_not_a_s
         }
         (_, Sent::Message(m)) => panic!("entries from {} were compacted away", m.index),
     }
+    leader.shut_down().await;
+}
+
+/// Values written for the export test: enough that writing and syncing the snapshot file takes
+/// several short heartbeat intervals even on a fast disk (about 130 ms here, in a debug build).
+const BIG_VALUES: usize = 48;
+const BIG_VALUE_BYTES: usize = 1024 * 1024;
+
+/// A leader exports its backend to a snapshot file for a follower that fell behind the log. The
+/// export used to run inside the raft loop: however long it took, the leader sent no heartbeat
+/// (and applied, answered and read nothing), and with a large backend the followers' election
+/// timeout passed and they elected another leader. Now the file is written on a blocking thread
+/// and the loop keeps beating meanwhile.
+#[tokio::test]
+async fn the_leader_keeps_sending_heartbeats_while_it_exports_a_snapshot() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let mut leader = start_with(dir.path(), HEARTBEAT_SHORT, SNAPSHOT_COUNT, 0).await;
+    for i in 0..BIG_VALUES {
+        leader.put(&format!("big{i:03}"), BIG_VALUE_BYTES).await;
+    }
+    let learner = leader.add_learner().await;
+    let probe = match leader.next_to(learner, MessageType::MsgAppend).await {
+        Sent::Message(m) => m,
+        s => panic!("a snapshot before the learner answered anything: {s:?}"),
+    };
+    // The learner has nothing: the log it needs is compacted, so it needs a snapshot.
+    leader.reject(learner, &probe, 0).await;
+    let asked = Instant::now();
+    let mut heartbeats = 0;
+    let bytes = loop {
+        match leader.next_to(learner, MessageType::MsgHeartbeat).await {
+            Sent::Message(_) => heartbeats += 1,
+            Sent::Snapshot(_, bytes) => break bytes,
+        }
+    };
+    let took = asked.elapsed();
+    println!("exported {bytes} bytes in {took:?}, {heartbeats} heartbeats meanwhile");
+    assert!(
+        bytes >= (BIG_VALUES * BIG_VALUE_BYTES) as u64,
+        "the file holds the values"
+    );
+    assert!(
+        took >= 4 * HEARTBEAT_SHORT,
+        "the export took {took:?}: too fast to tell whether the loop was blocked; grow the data"
+    );
+    // Every heartbeat interval of the export has its heartbeat, give or take the first and
+    // last; an export inside the loop leaves at most the one already due when it started.
+    let intervals = (took.as_millis() / HEARTBEAT_SHORT.as_millis()) as usize;
+    assert!(
+        heartbeats + 2 >= intervals && heartbeats >= 2,
+        "{heartbeats} heartbeats in {took:?} of export: the loop was blocked"
+    );
     leader.shut_down().await;
 }
