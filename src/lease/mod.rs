@@ -501,6 +501,80 @@ mod tests {
         assert!(left.kvs.is_empty());
     }
 
+    /// How long revoking a full lease and reloading the lease table take (see
+    /// docs/performance.md). A measurement, run by hand in a release build:
+    /// `CAIRN_LEASE_KEYS=1000000 cargo test --release --lib measure_full_lease -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement, run by hand: see docs/performance.md"]
+    #[allow(clippy::disallowed_methods)]
+    fn measure_full_lease_revoke_and_table_reload() {
+        use std::time::Instant;
+        const BATCH_KEYS: usize = 10_000;
+        let keys: usize = std::env::var("CAIRN_LEASE_KEYS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(KEYS_PER_LEASE_MAX);
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 8 << 30).unwrap();
+        let lessor = Lessor::recover(&store, 2).unwrap();
+        let mut index = 1;
+        let mut w = store.write(index).unwrap();
+        lessor.apply_grant(&mut w, 1, 60, Duration::ZERO).unwrap();
+        w.end().unwrap();
+        let started = Instant::now();
+        let value = [b'v'; 100];
+        for batch in 0..keys.div_ceil(BATCH_KEYS) {
+            index += 1;
+            let mut w = store.write(index).unwrap();
+            for i in batch * BATCH_KEYS..((batch + 1) * BATCH_KEYS).min(keys) {
+                w.put(format!("lease/key/{i:08}").as_bytes(), &value, 1)
+                    .unwrap();
+            }
+            lessor.on_events(&w.end().unwrap());
+        }
+        println!("{keys} keys attached in {:?}", started.elapsed());
+
+        // What a follower that installs this backend as a snapshot does, for scale.
+        let file = dir.path().join("out.snap");
+        let started = Instant::now();
+        store.export_snapshot(&file).unwrap();
+        println!(
+            "snapshot export (off the raft loop): {:?}, {} bytes",
+            started.elapsed(),
+            std::fs::metadata(&file).unwrap().len()
+        );
+        let follower_dir = tempfile::tempdir().unwrap();
+        let follower = Store::open(follower_dir.path(), 8 << 30).unwrap();
+        let started = Instant::now();
+        follower.install_snapshot(&file).unwrap();
+        println!("snapshot install: {:?}", started.elapsed());
+        drop(follower);
+
+        let started = Instant::now();
+        lessor.reload(&store).unwrap();
+        println!("reload (scan of every key): {:?}", started.elapsed());
+        assert_eq!(
+            lessor.time_to_live(1, Duration::ZERO, false).map(|_| ()),
+            Some(())
+        );
+
+        index += 1;
+        let started = Instant::now();
+        let mut w = store.write(index).unwrap();
+        lessor.apply_revoke(&mut w, 1).unwrap();
+        let staged = started.elapsed();
+        let events = w.end().unwrap();
+        println!(
+            "revoke: {staged:?} to delete the keys, {:?} with the commit ({} events)",
+            started.elapsed(),
+            events.len()
+        );
+        assert_eq!(events.len(), keys);
+        let started = Instant::now();
+        store.sync().unwrap();
+        println!("backend sync after it: {:?}", started.elapsed());
+    }
+
     #[test]
     fn only_the_primary_keeps_deadlines_and_a_new_primary_extends_them() {
         let (_d, store) = store();
