@@ -893,7 +893,8 @@ fn a_compaction_deletes_in_bounded_steps_that_readers_never_notice() {
         index += 1;
         let mut w = s.write(index).unwrap();
         for key in ["a", "b", "c"] {
-            w.put(key.as_bytes(), format!("{round}").as_bytes(), 0).unwrap();
+            w.put(key.as_bytes(), format!("{round}").as_bytes(), 0)
+                .unwrap();
         }
         w.end().unwrap();
     }
@@ -904,7 +905,10 @@ fn a_compaction_deletes_in_bounded_steps_that_readers_never_notice() {
     let floor = s.current_revision() - 1;
     index += 3;
     s.compact(index, floor).unwrap();
-    assert!(!s.is_physically_compacted(), "the deletion is left to steps");
+    assert!(
+        !s.is_physically_compacted(),
+        "the deletion is left to steps"
+    );
 
     let events = || s.events_between(floor, i64::MAX, b"\0", b"\0", 0).unwrap();
     let seen = (events(), s.hash_kv(0).unwrap(), all(&s));
@@ -918,7 +922,10 @@ fn a_compaction_deletes_in_bounded_steps_that_readers_never_notice() {
         assert_eq!((events(), s.hash_kv(0).unwrap(), all(&s)), seen);
     }
     assert!(s.is_physically_compacted());
-    assert!(steps >= 2, "24,000 revisions take more than one bounded step");
+    assert!(
+        steps >= 2,
+        "24,000 revisions take more than one bounded step"
+    );
     assert_eq!((events(), s.hash_kv(0).unwrap(), all(&s)), seen);
     // a and b at the floor, d above it; c went with its generation (its tombstone is at the
     // floor); LMDB holds exactly what the index holds.

@@ -342,3 +342,123 @@ async fn the_leader_keeps_sending_heartbeats_while_it_exports_a_snapshot() {
     );
     leader.shut_down().await;
 }
+
+/// Issue 8, item 12: a leader that applies its own removal used to stop at once. Its followers
+/// learn that the removal is committed only from the leader, so if the one message that said so
+/// was lost, the remaining members never applied it: they kept the removed leader in their
+/// configuration, could not form a quorum without it, and never elected again. The leaving
+/// leader now keeps telling them the commit index, once a tick, until they know. Here the test
+/// plays the other voter and loses the first message that carries the removal's commit.
+#[tokio::test]
+async fn a_removed_leader_keeps_telling_its_follower_until_the_removal_is_known() {
+    use ::raft::eraftpb::{ConfChange, ConfChangeType, EntryType};
+    use protobuf::Message as _;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    let dir = tempfile::TempDir::new().unwrap();
+    let leader = start(dir.path(), 1_000, 0).await;
+    let Leader {
+        server,
+        to_member,
+        mut sent,
+        stop: _stop,
+        node,
+    } = leader;
+    let (follower, _) = server
+        .member_add(vec![LEARNER_URL.into()], true)
+        .await
+        .expect("a learner may join a one-voter cluster");
+    let follower = follower.id;
+    // The raft index of the entry that removes the leader, once the follower received it.
+    let removal = Arc::new(AtomicU64::new(0));
+    // The commit indices of the messages the follower received (the lost one excluded).
+    let (delivered_tx, mut delivered) = mpsc::unbounded_channel::<u64>();
+    let responder = {
+        let removal = removal.clone();
+        let to_member = to_member.clone();
+        tokio::spawn(async move {
+            let mut lost_one = false;
+            while let Some(s) = sent.recv().await {
+                let Sent::Message(m) = s else { continue };
+                if m.to != follower {
+                    continue;
+                }
+                for e in &m.entries {
+                    if e.get_entry_type() == EntryType::EntryConfChange {
+                        let cc = ConfChange::parse_from_bytes(&e.data).unwrap();
+                        if cc.get_change_type() == ConfChangeType::RemoveNode
+                            && cc.node_id == MEMBER
+                        {
+                            removal.store(e.index, Ordering::SeqCst);
+                        }
+                    }
+                }
+                let r = removal.load(Ordering::SeqCst);
+                if r != 0 && m.commit >= r && !lost_one {
+                    lost_one = true;
+                    continue;
+                }
+                let _ = delivered_tx.send(m.commit);
+                // The follower accepts everything: it has the leader's log.
+                let mut reply = Message {
+                    from: follower,
+                    to: MEMBER,
+                    term: m.term,
+                    ..Default::default()
+                };
+                match m.get_msg_type() {
+                    MessageType::MsgAppend => {
+                        reply.set_msg_type(MessageType::MsgAppendResponse);
+                        reply.index = m.index + m.entries.len() as u64;
+                    }
+                    MessageType::MsgHeartbeat => {
+                        reply.set_msg_type(MessageType::MsgHeartbeatResponse);
+                        reply.context = m.context.clone();
+                    }
+                    _ => continue,
+                }
+                if to_member.send(reply).await.is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    // Promotion waits until the learner has caught up.
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match server.member_promote(follower).await {
+                Ok(_) => break,
+                Err(_) => tokio::time::sleep(HEARTBEAT).await,
+            }
+        }
+    })
+    .await
+    .expect("the follower is promoted");
+    server
+        .member_remove(MEMBER)
+        .await
+        .expect("a two-voter cluster may remove its leader while the other voter is up");
+    let r = removal.load(Ordering::SeqCst);
+    assert!(r > 0, "the follower received the removal");
+    // The first message saying the removal is committed was lost; another one must follow.
+    tokio::time::timeout(10 * HEARTBEAT * 3, async {
+        while let Some(commit) = delivered.recv().await {
+            if commit >= r {
+                return;
+            }
+        }
+        panic!("the leader stopped without telling the follower the removal is committed");
+    })
+    .await
+    .expect("the removed leader told its follower that the removal is committed");
+    // Informed, the follower answers, and the leader leaves.
+    let stopped = tokio::time::timeout(WAIT, node)
+        .await
+        .expect("the leader leaves");
+    assert!(
+        matches!(stopped, Ok(Err(crate::raft::NodeError::Removed))),
+        "{stopped:?}"
+    );
+    responder.abort();
+    drop(server);
+}
