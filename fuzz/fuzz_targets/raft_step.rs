@@ -120,6 +120,9 @@ fn node_config(id: u64, snapshot_count: u64) -> NodeConfig {
         boot: 1,
         strict_reconfig_check: true,
         quota_backend_bytes: cairn::config::QUOTA_BACKEND_BYTES_DEFAULT,
+        // This target compacts the log itself (`Member::maybe_compact_log`), right up to the
+        // applied index: no catch-up window, so lagging followers need snapshots sooner.
+        catch_up_entries: 0,
     }
 }
 
