@@ -59,6 +59,17 @@ fn list_request() -> AlarmRequest {
     }
 }
 
+/// etcdctl's refusal of arguments to a command that takes none.
+fn no_arguments(args: &[String], command: &str) -> Result<(), Fail> {
+    if args.is_empty() {
+        return Ok(());
+    }
+    Err(Fail::Error(
+        EXIT_BAD_ARGS,
+        format!("{command} command accepts no arguments"),
+    ))
+}
+
 pub async fn list(
     mut flags: Flags,
     args: Vec<String>,
@@ -67,12 +78,7 @@ pub async fn list(
     env: &[(String, String)],
     io: &mut Console<'_>,
 ) -> Result<(), Fail> {
-    if !args.is_empty() {
-        return Err(Fail::Error(
-            EXIT_BAD_ARGS,
-            "alarm list command accepts no arguments".into(),
-        ));
-    }
+    no_arguments(&args, "alarm list")?;
     let cfg = client_config(&mut flags, inherited, env, io)?;
     let mut c = open_client(&cfg, io.err).await?;
     let resp = alarm_call(&mut c, io.err, cfg.deadline(), list_request()).await?;
@@ -87,12 +93,7 @@ pub async fn disarm(
     env: &[(String, String)],
     io: &mut Console<'_>,
 ) -> Result<(), Fail> {
-    if !args.is_empty() {
-        return Err(Fail::Error(
-            EXIT_BAD_ARGS,
-            "alarm disarm command accepts no arguments".into(),
-        ));
-    }
+    no_arguments(&args, "alarm disarm")?;
     let cfg = client_config(&mut flags, inherited, env, io)?;
     let mut c = open_client(&cfg, io.err).await?;
     let deadline = cfg.deadline();
