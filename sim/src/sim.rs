@@ -123,6 +123,23 @@ impl Slot {
 
 static RUN_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// The files under `dir` this process holds open (Linux's `/proc/self/fd`; none elsewhere), by
+/// path, sorted.
+fn open_files_under(dir: &std::path::Path) -> Vec<String> {
+    let Ok(fds) = std::fs::read_dir("/proc/self/fd") else {
+        return Vec::new();
+    };
+    // With the separator: another run's dir may share this one's name as a prefix.
+    let prefix = format!("{}/", dir.to_string_lossy());
+    let mut open: Vec<String> = fds
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .map(|target| target.to_string_lossy().into_owned())
+        .filter(|target| target.starts_with(&prefix))
+        .collect();
+    open.sort();
+    open
+}
+
 /// Runs one seed to completion and judges it.
 pub fn run(opts: &RunOptions) -> Report {
     cairn::bugs::set_active(opts.bug.as_slice());
@@ -156,7 +173,10 @@ pub fn run(opts: &RunOptions) -> Report {
         .join()
         .unwrap_or_else(Err)
     };
-    // The runtime is gone: every task, and with it every LMDB environment, is dropped.
+    // The runtime is gone: every task, and with it every LMDB environment, is dropped. A file of
+    // the run still open now is a leak that a long sweep pays for in the end ("Too many open
+    // files"), so the run that leaves one fails.
+    let still_open = open_files_under(&base);
     let _ = std::fs::remove_dir_all(&base);
     let mut report = Arc::try_unwrap(report)
         .map(|m| m.into_inner().expect("report lock"))
@@ -171,6 +191,13 @@ pub fn run(opts: &RunOptions) -> Report {
             .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
             .unwrap_or_else(|| "non-string panic".into());
         report.failures.push(format!("panic: {msg}"));
+    }
+    if !still_open.is_empty() {
+        report.failures.push(format!(
+            "the run left {} file(s) open after its runtime was dropped, e.g. {}",
+            still_open.len(),
+            still_open[0]
+        ));
     }
     report
 }
@@ -865,6 +892,7 @@ async fn scenario(opts: RunOptions, base: PathBuf, report: Arc<Mutex<Report>>) {
             .init(move || member_main(c.clone(), i))
             .build();
         *ctx.slots[i].madsim_id.lock().expect("slot lock") = Some(node.id());
+        world.host_created(node.id());
     }
     let endpoints: Vec<Endpoint> = ctx
         .slots
@@ -881,10 +909,21 @@ async fn scenario(opts: RunOptions, base: PathBuf, report: Arc<Mutex<Report>>) {
         .name("control")
         .ip(IpAddr::V4(Ipv4Addr::new(10, 0, 2, 1)))
         .build();
+    let hosts = world.clone();
     let task = control.spawn(control_main(
         opts, ctx, world, endpoints, schedule, rng, report,
     ));
     task.await.expect("control task");
+    // Dropping the runtime drops only the tasks that are ready to run: a task parked on a waker
+    // that it (or another parked task) owns is never freed, and with it the member's LMDB
+    // environment and its files stay open for the life of the process (eight or nine descriptors a
+    // seed, until a long sweep runs out). A killed node's tasks are woken and dropped at once, so
+    // kill every member before the run ends and give the executor a step to drop them.
+    // Members added during the run are known only now.
+    for id in hosts.hosts().into_iter().chain([control.id()]) {
+        handle.kill(id);
+    }
+    madsim::time::sleep(Duration::from_millis(1)).await;
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1772,6 +1811,7 @@ async fn membership_cycle(
         .init(move || member_main(c.clone(), 0))
         .build();
     *spare_ctx.slots[0].madsim_id.lock().expect("slot lock") = Some(node.id());
+    world.host_created(node.id());
     endpoints.lock().expect("endpoints").push(Endpoint {
         name: name.clone(),
         url: format!("http://{ip}:{CLIENT_PORT}"),

@@ -75,6 +75,8 @@ pub struct World {
     pub names: BTreeMap<u64, String>,
     /// The run's temp dir, replaced by `$DATA` in events: its name differs between runs.
     redact: String,
+    /// Every simulated host a member ran on, killed when the run ends (see [`World::hosts`]).
+    hosts: Mutex<Vec<madsim::task::NodeId>>,
 }
 
 pub fn fnv(hash: u64, bytes: &[u8]) -> u64 {
@@ -89,6 +91,18 @@ pub fn fnv(hash: u64, bytes: &[u8]) -> u64 {
 pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 
 impl World {
+    /// Records a host a member runs on.
+    pub fn host_created(&self, id: madsim::task::NodeId) {
+        self.hosts.lock().expect("hosts lock").push(id);
+    }
+
+    /// The hosts members ran on, the router's first, in creation order.
+    pub fn hosts(&self) -> Vec<madsim::task::NodeId> {
+        let mut all = vec![self.router.id()];
+        all.extend(self.hosts.lock().expect("hosts lock").iter().copied());
+        all
+    }
+
     pub fn new(
         seed: u64,
         router: madsim::runtime::NodeHandle,
@@ -123,6 +137,7 @@ impl World {
             origin: madsim::time::Instant::now(),
             names,
             redact,
+            hosts: Mutex::new(Vec::new()),
         })
     }
 
