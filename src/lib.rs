@@ -19,6 +19,8 @@
 //! * [`peer`]: the production peer transport (raft messages and snapshots over gRPC streams).
 //! * [`config`] and [`run`]: the server's flags and the production wiring of a member.
 //! * [`ctl`]: the `cairnctl` command-line client.
+//! * [`gofmt`]: Go's formatting and parsing (quoting, durations, booleans), which etcdctl's output
+//!   and etcd's flag syntax follow.
 //! * [`bugs`] and [`crashpoint`]: injectable bugs and crash points, live only in simulation builds.
 //! * [`proto`]: generated wire types.
 
@@ -29,6 +31,7 @@ pub mod config;
 /// Named places where the simulator may crash a member; compiled to nothing outside simulation.
 pub mod crashpoint;
 pub mod ctl;
+pub(crate) mod gofmt;
 pub mod io;
 pub mod lease;
 pub mod mvcc;

@@ -122,7 +122,7 @@ pub async fn run(
         let stop = async move {
             let _ = rx.wait_for(|s| *s).await;
         };
-        tracing::info!(%addr, "serving client requests");
+        tracing::info!(%addr, "ready to serve client requests");
         let server = server.clone();
         apis.push(tokio::spawn(async move {
             crate::api::serve(server, addr, stop)

@@ -14,10 +14,13 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             eprintln!("cairn: {e}");
-            return ExitCode::from(1);
+            return ExitCode::from(e.exit_code());
         }
     };
-    cairn::config::init_tracing(&cfg.log_level);
+    if let Err(e) = cairn::config::init_tracing(&cfg) {
+        eprintln!("cairn: {e}");
+        return ExitCode::from(1);
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

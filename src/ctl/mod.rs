@@ -54,7 +54,7 @@ mod clock;
 mod commands;
 mod flags;
 mod go_url;
-mod gofmt;
+use crate::gofmt;
 mod help;
 mod json;
 mod lease;

@@ -208,7 +208,8 @@ pub fn restore(flags: Flags, args: Vec<String>, io: &mut Console<'_>) -> Result<
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let cfg = crate::config::Config::from_args(&argv)
+    // The server's environment variables are not the restore's: only these flags count.
+    let cfg = crate::config::Config::from_args_and_env(&argv, &[])
         .map_err(|e| Fail::Error(EXIT_ERROR, e.to_string()))?
         .server;
     let snapshot = &args[0];

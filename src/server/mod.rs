@@ -931,6 +931,22 @@ impl Server {
         Ok(membership::load(&self.inner.store)?)
     }
 
+    /// The lines etcd logs once a member has joined its cluster and serves it, which scripts and
+    /// etcd's own end-to-end tests wait for: the API version the cluster runs, then the published
+    /// attributes.
+    fn log_published(&self, attrs: &cairnpb::MemberAttributes) {
+        tracing::info!(
+            cluster_version = "3.4",
+            "enabled capabilities for version 3.4"
+        );
+        tracing::info!(
+            "published {{Name:{} ClientURLs:[{}]}} to cluster {:x}",
+            attrs.name,
+            attrs.client_urls.join(" "),
+            self.inner.cfg.cluster_id
+        );
+    }
+
     /// Announces this member's name and client URLs through raft (etcd's publish), retrying every
     /// [`PUBLISH_RETRY`] until it is applied or the member stops.
     async fn publish_attributes(&self, clock: Arc<dyn Clock>, mut stop: watch::Receiver<bool>) {
@@ -947,6 +963,7 @@ impl Server {
                         && m.name == attrs.name
                         && m.client_urls == attrs.client_urls
                 }) {
+                    self.log_published(&attrs);
                     return;
                 }
             }
@@ -954,7 +971,7 @@ impl Server {
                 r = self.propose(cairnpb::request::Op::MemberAttributes(attrs.clone())) => {
                     match r {
                         Ok(_) => {
-                            tracing::info!(name = %attrs.name, client_urls = ?attrs.client_urls, "published member attributes");
+                            self.log_published(&attrs);
                             return;
                         }
                         Err(e) => tracing::debug!(error = %e, "publishing member attributes failed; retrying"),

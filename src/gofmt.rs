@@ -1,4 +1,5 @@
-//! The pieces of Go's standard library whose output etcdctl's users see.
+//! The pieces of Go's standard library whose output etcdctl's users see, and whose parsing etcd's
+//! flags follow (`strconv.ParseBool`, `time.ParseDuration`).
 //!
 //! etcdctl is a Go program, so every number, duration, quoted string and parse error it prints is
 //! formatted by Go's `fmt`, `strconv` and `time` packages (and db sizes by go-humanize). Byte-for-byte
