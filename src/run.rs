@@ -42,6 +42,7 @@ pub async fn run(
     // even a one-member cluster listens for peers: members can be added to it at runtime.
     let mut listen = cfg.listen_client.clone();
     listen.extend(cfg.listen_peer.iter().copied());
+    listen.extend(cfg.listen_metrics.iter().copied());
     for addr in &listen {
         std::net::TcpListener::bind(addr).map_err(|source| RunError::Listen {
             addr: *addr,
@@ -126,6 +127,19 @@ pub async fn run(
         let server = server.clone();
         apis.push(tokio::spawn(async move {
             crate::api::serve(server, addr, stop)
+                .await
+                .map_err(|e| e.to_string())
+        }));
+    }
+    for addr in cfg.listen_metrics.clone() {
+        let mut rx = stop_rx.clone();
+        let stop = async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        tracing::info!(%addr, "serving metrics and health");
+        let server = server.clone();
+        apis.push(tokio::spawn(async move {
+            crate::api::serve_metrics(server, addr, stop)
                 .await
                 .map_err(|e| e.to_string())
         }));

@@ -96,6 +96,25 @@ pub async fn serve(
     }
 }
 
+/// Serves only the plain-HTTP endpoints (`/health`, `/metrics`, `/version`) on `addr`: etcd's
+/// `--listen-metrics-urls`, which monitoring scrapes and liveness probes use so that they need
+/// neither the client port nor its credentials.
+#[cfg(not(madsim))]
+pub async fn serve_metrics(
+    server: Server,
+    addr: SocketAddr,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ApiError> {
+    let router = http::routes(server, axum::Router::new());
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(ApiError::Bind)?;
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(ApiError::Serve)
+}
+
 /// Why the client API stopped serving.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

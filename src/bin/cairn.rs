@@ -12,6 +12,11 @@ fn main() -> ExitCode {
             print!("{message}");
             return ExitCode::from(code);
         }
+        // A malformed flag is said in Go's flag package's words, unprefixed, as etcd says it.
+        Err(e @ cairn::config::ConfigError::Usage(_)) => {
+            eprintln!("{e}");
+            return ExitCode::from(e.exit_code());
+        }
         Err(e) => {
             eprintln!("cairn: {e}");
             return ExitCode::from(e.exit_code());

@@ -214,12 +214,6 @@ pub const ENTRIES: &[Entry] = &[
         warn("cairn's /metrics reports the same series either way"),
     ),
     entry(
-        "listen-metrics-urls",
-        Str,
-        "",
-        warn("no separate metrics listener yet: /metrics and /health are served on the client URLs"),
-    ),
-    entry(
         "log-package-levels",
         Str,
         "",

@@ -101,6 +101,9 @@ struct Flags {
         default_missing_value = "true"
     )]
     strict_reconfig_check: bool,
+    /// List of URLs to listen on for the metrics and health endpoints (http only).
+    #[arg(long, default_value = "")]
+    listen_metrics_urls: String,
     /// Log level: debug, info, warn, error, panic, or fatal.
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -136,6 +139,8 @@ pub struct Config {
     pub server: ServerConfig,
     pub listen_client: Vec<SocketAddr>,
     pub listen_peer: Vec<SocketAddr>,
+    /// `--listen-metrics-urls`: extra listeners for `/metrics`, `/health` and `/version` only.
+    pub listen_metrics: Vec<SocketAddr>,
     pub initial_cluster_state: String,
     pub log_level: String,
     /// Where log lines go: `stderr`, `stdout` or file paths.
@@ -365,6 +370,11 @@ impl Flags {
         }
         let listen_client = parse_listen_urls("--listen-client-urls", &self.listen_client_urls)?;
         let listen_peer = parse_listen_urls("--listen-peer-urls", &self.listen_peer_urls)?;
+        let listen_metrics = if self.listen_metrics_urls.trim().is_empty() {
+            Vec::new()
+        } else {
+            parse_listen_urls("--listen-metrics-urls", &self.listen_metrics_urls)?
+        };
         let client_urls = parse_urls("--advertise-client-urls", &self.advertise_client_urls)?;
         let my_peer_urls = parse_urls(
             "--initial-advertise-peer-urls",
@@ -431,6 +441,7 @@ impl Flags {
             },
             listen_client,
             listen_peer,
+            listen_metrics,
             initial_cluster_state: self.initial_cluster_state,
             log_level: if self.debug {
                 "debug".to_string()
