@@ -34,7 +34,7 @@ pub async fn run(
     mut cfg: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
-    let wal_dir = cfg.server.data_dir.join("member").join("wal");
+    let wal_dir = cfg.server.wal_dir();
     if cfg.server.join_existing && !crate::wal::Wal::exists(&FsDisk, &wal_dir) {
         discover(&mut cfg.server).await?;
     }

@@ -217,3 +217,40 @@ fn the_ready_lines_and_the_metrics_listener_are_etcds() {
         assert!(!out.success(), "{}: {out:?}", kind.label());
     }
 }
+
+/// `--wal-dir` puts the WAL on a disk of its own, and a restart recovers from it.
+#[test]
+fn the_wal_goes_to_wal_dir_and_a_restart_recovers_from_it() {
+    for kind in KINDS {
+        let wal = tempfile::tempdir().unwrap();
+        let wal_dir = wal.path().join("wal");
+        let mut server = Server::start(
+            kind,
+            Opts {
+                extra_args: vec!["--wal-dir".into(), wal_dir.display().to_string()],
+                ..Opts::default()
+            },
+        );
+        let put = server.etcdctl(&["put", "k", "v"], None);
+        assert!(put.success(), "{}: {put:?}", kind.label());
+        server.sigkill();
+        server.restart();
+        let got = server.etcdctl(&["get", "k", "--print-value-only"], None);
+        assert_eq!(got.stdout, "v\n", "{}: {got:?}", kind.label());
+        let wals: Vec<_> = std::fs::read_dir(&wal_dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".wal"))
+            .collect();
+        assert!(
+            !wals.is_empty(),
+            "{}: no WAL file in {wal_dir:?}",
+            kind.label()
+        );
+        assert!(
+            !server.data_dir().join("member").join("wal").exists(),
+            "{}: a WAL in the data dir too",
+            kind.label()
+        );
+    }
+}

@@ -81,7 +81,6 @@ use Kind::{Bool, Choice, Str, Uint};
 
 /// Every etcd 3.4.23 server flag cairn does not act on, in `etcd --help`'s order.
 pub const ENTRIES: &[Entry] = &[
-    entry("wal-dir", Str, "", warn("the WAL always lives in <data-dir>/member/wal")),
     entry(
         "initial-election-tick-advance",
         Bool,

@@ -45,6 +45,9 @@ struct Flags {
     /// Path to the data directory (default: ${name}.cairn).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Path to the dedicated WAL directory (default: <data-dir>/member/wal).
+    #[arg(long, default_value = "")]
+    wal_dir: String,
     /// List of URLs to listen on for client traffic.
     #[arg(long, default_value = "http://localhost:2379")]
     listen_client_urls: String,
@@ -425,6 +428,7 @@ impl Flags {
             server: ServerConfig {
                 name: self.name,
                 data_dir,
+                wal_dir: Some(PathBuf::from(&self.wal_dir)).filter(|_| !self.wal_dir.is_empty()),
                 member_id,
                 cluster_id,
                 initial_cluster: members,

@@ -185,12 +185,7 @@ pub fn restore(flags: Flags, args: Vec<String>, io: &mut Console<'_>) -> Result<
         d if d.is_empty() => format!("{name}.etcd"),
         d => d,
     };
-    if !flags.str("wal-dir").is_empty() {
-        return Err(Fail::Error(
-            EXIT_ERROR,
-            "cairn keeps the WAL in <data-dir>/member/wal: --wal-dir is not supported".into(),
-        ));
-    }
+    let wal_flag = flags.str("wal-dir");
     // The member's configuration exactly as `cairn` derives it from the same flags.
     let argv: Vec<String> = [
         "cairn",
@@ -204,6 +199,8 @@ pub fn restore(flags: Flags, args: Vec<String>, io: &mut Console<'_>) -> Result<
         &flags.str("initial-cluster-token"),
         "--initial-advertise-peer-urls",
         &flags.str("initial-advertise-peer-urls"),
+        "--wal-dir",
+        &wal_flag,
     ]
     .iter()
     .map(|s| s.to_string())
@@ -213,7 +210,7 @@ pub fn restore(flags: Flags, args: Vec<String>, io: &mut Console<'_>) -> Result<
         .map_err(|e| Fail::Error(EXIT_ERROR, e.to_string()))?
         .server;
     let snapshot = &args[0];
-    let wal_dir = format!("{data_dir}/member/wal");
+    let wal_dir = cfg.wal_dir().display().to_string();
     let snap_dir = format!("{data_dir}/member/snap");
     let log = |io: &mut Console<'_>, msg: &str| {
         let _ = writeln!(

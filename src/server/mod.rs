@@ -95,6 +95,8 @@ pub struct InitialMember {
 pub struct ServerConfig {
     pub name: String,
     pub data_dir: PathBuf,
+    /// etcd's `--wal-dir`: the WAL on a disk of its own; `None` keeps it in the data dir.
+    pub wal_dir: Option<PathBuf>,
     pub member_id: u64,
     pub cluster_id: u64,
     pub initial_cluster: Vec<InitialMember>,
@@ -116,6 +118,13 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
+    /// Where the WAL lives: `--wal-dir`, or `<data-dir>/member/wal`.
+    pub fn wal_dir(&self) -> PathBuf {
+        self.wal_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("member").join("wal"))
+    }
+
     /// How long a request may wait for its answer before failing with "request timed out": etcd's
     /// 5 s plus two election timeouts, so a request survives one election.
     pub fn request_timeout(&self) -> Duration {
@@ -205,7 +214,7 @@ impl Server {
         shutdown: watch::Receiver<bool>,
     ) -> Result<(Server, mpsc::Sender<Message>, NodeHandle), StartError> {
         let member_dir = cfg.data_dir.join("member");
-        let wal_dir = member_dir.join("wal");
+        let wal_dir = cfg.wal_dir();
         let db_dir = member_dir.join("db");
         for dir in [&cfg.data_dir, &member_dir, &db_dir] {
             io.disk

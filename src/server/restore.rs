@@ -146,7 +146,7 @@ fn build(
             .map_err(|e| RestoreError::Backend(e.to_string()))?;
         status_of(&store, snapshot)?
     };
-    create_wal(cfg, Arc::new(FsDisk), &member_dir.join("wal"))
+    create_wal(cfg, Arc::new(FsDisk), &cfg.wal_dir())
         .map_err(|e| RestoreError::Backend(e.to_string()))?;
     Ok(status)
 }

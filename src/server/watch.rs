@@ -800,6 +800,7 @@ mod tests {
             };
             let cfg = ServerConfig {
                 name: "default".into(),
+                wal_dir: None,
                 data_dir: dir.path().join("data"),
                 member_id: member.id,
                 cluster_id: 0xcdf8_1819_4e3a_8c32,
