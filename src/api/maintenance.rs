@@ -115,13 +115,24 @@ impl Maintenance for MaintenanceService {
     /// etcd rewrites its bolt file here to reuse the space freed by compaction. LMDB reuses freed
     /// pages by itself (the "in use" size of Status drops after a compaction, and later writes
     /// fill the free pages before the file grows), so there is nothing to rewrite: the call
-    /// succeeds, as etcd's does, and the file keeps its size. The space quota counts pages in
-    /// use, not the file (see `server::quota`), so after a compaction frees room the NOSPACE alarm
-    /// can be disarmed with or without a defragmentation.
+    /// finishes what a compaction still has to delete and commits it ([`crate::mvcc::Store::defragment`]),
+    /// and the file keeps its size. The space quota counts pages in use, not the file (see
+    /// `server::quota`), so after a compaction frees room the NOSPACE alarm can be disarmed with
+    /// or without a defragmentation.
     async fn defragment(
         &self,
         _request: Request<crate::proto::etcdserverpb::DefragmentRequest>,
     ) -> Result<Response<crate::proto::etcdserverpb::DefragmentResponse>, Status> {
+        let store = self.server.store().clone();
+        // Off the async workers, like the snapshot copy: a large compaction's rest may take a
+        // while. (Inline under the simulator, which has no blocking pool.)
+        #[cfg(not(madsim))]
+        let done = tokio::task::spawn_blocking(move || store.defragment())
+            .await
+            .map_err(|e| Status::internal(format!("defragment: {e}")))?;
+        #[cfg(madsim)]
+        let done = store.defragment();
+        done.map_err(RequestError::from)?;
         // etcd answers without a header.
         Ok(Response::new(
             crate::proto::etcdserverpb::DefragmentResponse { header: None },

@@ -877,6 +877,17 @@ impl Store {
         Ok(slot.is_some())
     }
 
+    /// Defragmentation as LMDB has it: finishes the physical deletion of any compaction still in
+    /// progress and commits the batch, so that the pages it frees are free (and Status's size in
+    /// use says so) when the call returns, as etcd's defragment leaves only live data behind.
+    /// LMDB reuses free pages itself, so nothing is rewritten and the file keeps its size.
+    pub fn defragment(&self) -> Result<(), MvccError> {
+        let _writer = self.lock_writer();
+        self.finish_purge_locked()?;
+        self.commit_locked()?;
+        Ok(())
+    }
+
     /// Finishes the physical deletion a compaction left, for callers that read the whole file.
     fn finish_purge_locked(&self) -> Result<(), MvccError> {
         while self.purge_step_locked()? {}

@@ -945,3 +945,35 @@ fn a_compaction_deletes_in_bounded_steps_that_readers_never_notice() {
     assert_eq!(s.key_count(), 3);
     s.check_consistency().unwrap();
 }
+
+/// A defragmentation right after a compaction (etcd users run `compact` then `defrag` to get
+/// below the quota) must find the compacted revisions gone and their pages free, not wait for the
+/// tick-by-tick deletion to get there.
+#[test]
+fn defragment_finishes_a_compaction_and_frees_its_pages() {
+    let (_dir, s) = open();
+    let value = "x".repeat(4096);
+    let mut index = 0;
+    for _ in 0..500 {
+        index += 1;
+        put(&s, index, "k", &value);
+    }
+    s.commit().unwrap();
+    let before = s.db_size_in_use_bytes();
+    index += 1;
+    s.compact(index, s.current_revision()).unwrap();
+    s.commit().unwrap();
+    assert!(
+        !s.is_physically_compacted(),
+        "the deletion is left to steps"
+    );
+    s.defragment().unwrap();
+    assert!(s.is_physically_compacted());
+    let after = s.db_size_in_use_bytes();
+    assert!(
+        after < before / 4,
+        "in use {before} bytes before, {after} after the defragmentation"
+    );
+    assert_eq!(s.key_count(), 1);
+    s.check_consistency().unwrap();
+}
