@@ -254,3 +254,41 @@ fn the_wal_goes_to_wal_dir_and_a_restart_recovers_from_it() {
         );
     }
 }
+
+/// `--auto-compaction-mode=periodic --auto-compaction-retention=2s`: the history older than the
+/// retention is compacted away on its own, as etcd does it.
+#[test]
+fn periodic_auto_compaction_drops_old_revisions_on_its_own() {
+    for kind in KINDS {
+        let server = Server::start(
+            kind,
+            Opts {
+                extra_args: vec![
+                    "--auto-compaction-mode=periodic".into(),
+                    "--auto-compaction-retention=2s".into(),
+                ],
+                ..Opts::default()
+            },
+        );
+        for i in 0..5 {
+            let put = server.etcdctl(&["put", "k", &format!("v{i}")], None);
+            assert!(put.success(), "{}: {put:?}", kind.label());
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let old = loop {
+            let old = server.etcdctl(&["get", "k", "--rev=2"], None);
+            if !old.success() || Instant::now() > deadline {
+                break old;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        assert!(
+            old.stderr
+                .contains("etcdserver: mvcc: required revision has been compacted"),
+            "{}: {old:?}",
+            kind.label()
+        );
+        let now = server.etcdctl(&["get", "k", "--print-value-only"], None);
+        assert_eq!(now.stdout, "v4\n", "{}", kind.label());
+    }
+}

@@ -847,6 +847,7 @@ async fn scenario(opts: RunOptions, base: PathBuf, report: Arc<Mutex<Report>>) {
         );
         let cfg = ServerConfig {
             name: m.name.clone(),
+            auto_compaction: None,
             wal_dir: None,
             data_dir: base.join(&m.name),
             member_id: m.id,

@@ -144,18 +144,6 @@ pub const ENTRIES: &[Entry] = &[
             why: "cairn always runs the pre-vote phase, so a member cut off from the others cannot depose the leader when it returns",
         },
     ),
-    entry(
-        "auto-compaction-retention",
-        Str,
-        "0",
-        warn("automatic compaction is not implemented yet: compact with `cairnctl compact`"),
-    ),
-    entry(
-        "auto-compaction-mode",
-        Choice(&["periodic", "revision"]),
-        "periodic",
-        warn("automatic compaction is not implemented yet: compact with `cairnctl compact`"),
-    ),
     entry("enable-v2", Bool, "false", warn(NO_V2)),
     entry(
         "enable-grpc-gateway",

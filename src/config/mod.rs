@@ -104,6 +104,13 @@ struct Flags {
         default_missing_value = "true"
     )]
     strict_reconfig_check: bool,
+    /// Interpret 'auto-compaction-retention' one of: periodic|revision.
+    #[arg(long, default_value = "periodic", value_parser = ["periodic", "revision"])]
+    auto_compaction_mode: String,
+    /// Auto compaction retention for mvcc key value store. 0 means disable auto compaction.
+    /// Periodic mode takes a duration (a bare number is hours); revision mode a count.
+    #[arg(long, default_value = "0")]
+    auto_compaction_retention: String,
     /// List of URLs to listen on for the metrics and health endpoints (http only).
     #[arg(long, default_value = "")]
     listen_metrics_urls: String,
@@ -371,6 +378,11 @@ impl Flags {
                 )));
             }
         }
+        let auto_compaction = crate::server::compactor::Retention::parse(
+            &self.auto_compaction_mode,
+            &self.auto_compaction_retention,
+        )
+        .map_err(bad)?;
         let listen_client = parse_listen_urls("--listen-client-urls", &self.listen_client_urls)?;
         let listen_peer = parse_listen_urls("--listen-peer-urls", &self.listen_peer_urls)?;
         let listen_metrics = if self.listen_metrics_urls.trim().is_empty() {
@@ -441,6 +453,7 @@ impl Flags {
                 max_txn_ops: self.max_txn_ops,
                 quota_backend_bytes: quota,
                 strict_reconfig_check: self.strict_reconfig_check,
+                auto_compaction,
                 join_existing: self.initial_cluster_state == "existing",
             },
             listen_client,
@@ -986,6 +999,27 @@ mod tests {
             m.starts_with("--cert-file=/c.pem: TLS is not supported yet"),
             "{m}"
         );
+    }
+
+    #[test]
+    fn auto_compaction_takes_etcds_mode_and_retention() {
+        use crate::server::compactor::Retention;
+        let get = |a: &[&str]| parse(&args(a)).unwrap().server.auto_compaction;
+        assert_eq!(get(&[]), None);
+        assert_eq!(
+            get(&["--auto-compaction-retention=1"]),
+            Some(Retention::Periodic(Duration::from_secs(3600)))
+        );
+        assert_eq!(
+            get(&[
+                "--auto-compaction-mode=revision",
+                "--auto-compaction-retention=1000"
+            ]),
+            Some(Retention::Revision(1000))
+        );
+        let (code, m) = message(parse(&args(&["--auto-compaction-retention=soon"])));
+        assert_eq!(code, 1);
+        assert!(m.contains("error parsing CompactionRetention"), "{m}");
     }
 
     #[test]

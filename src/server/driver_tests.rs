@@ -56,6 +56,7 @@ fn config(dir: &std::path::Path, quota_backend_bytes: u64) -> ServerConfig {
         .collect();
     ServerConfig {
         name: format!("m{MEMBER:x}"),
+        auto_compaction: None,
         wal_dir: None,
         data_dir: dir.join("data"),
         member_id: MEMBER,

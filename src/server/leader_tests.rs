@@ -63,6 +63,7 @@ fn config(
 ) -> ServerConfig {
     ServerConfig {
         name: "leader".into(),
+        auto_compaction: None,
         wal_dir: None,
         data_dir: dir.join("data"),
         member_id: MEMBER,

@@ -17,6 +17,7 @@
 //! from ever failing an apply, are in [`quota`].
 
 pub mod apply;
+pub mod compactor;
 #[cfg(test)]
 mod driver_tests;
 pub mod error;
@@ -112,6 +113,8 @@ pub struct ServerConfig {
     pub quota_backend_bytes: u64,
     /// etcd's --strict-reconfig-check: refuse membership changes that would lose quorum.
     pub strict_reconfig_check: bool,
+    /// etcd's --auto-compaction-mode and --auto-compaction-retention; `None` when off.
+    pub auto_compaction: Option<compactor::Retention>,
     /// Joining a running cluster (`--initial-cluster-state existing`): start with an empty log
     /// and learn everything, membership included, from the leader.
     pub join_existing: bool,
@@ -290,6 +293,7 @@ impl Server {
         let publish_stop = shutdown.clone();
         let expire_stop = shutdown.clone();
         let alarm_stop = shutdown.clone();
+        let compact_stop = shutdown.clone();
         let first_lease_id = initial_lease_id(cfg.member_id, boot);
         let node = Node::new(NodeParts {
             config: node_cfg,
@@ -337,6 +341,12 @@ impl Server {
         tokio::spawn(async move { expirer.run_lease_expiry(expire_stop).await });
         let alarmer = server.clone();
         tokio::spawn(async move { alarmer.run_quota_alarm(alarm_stop).await });
+        if let Some(retention) = server.inner.cfg.auto_compaction {
+            let compactor = server.clone();
+            tokio::spawn(
+                async move { compactor.run_auto_compaction(retention, compact_stop).await },
+            );
+        }
         let publisher = server.clone();
         tokio::spawn(async move {
             publisher
@@ -584,6 +594,46 @@ impl Server {
                 .into_iter()
                 .map(|id| LeaseStatus { id })
                 .collect(),
+        }
+    }
+
+    /// Automatic compaction ([`compactor`]): every member keeps the schedule, the leader proposes.
+    async fn run_auto_compaction(
+        &self,
+        retention: compactor::Retention,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let clock = &self.inner.clock;
+        let store = &self.inner.store;
+        let mut schedule =
+            compactor::Schedule::new(retention, clock.now(), store.current_revision());
+        tracing::info!(?retention, "automatic compaction enabled");
+        loop {
+            tokio::select! {
+                _ = clock.sleep(schedule.wait()) => {}
+                _ = stop.changed() => return,
+            }
+            let leader = self.node_status().is_leader;
+            let Some(at) = schedule.poll(clock.now(), store.current_revision(), leader) else {
+                continue;
+            };
+            tracing::info!(revision = at, ?retention, "starting auto compaction");
+            let result = self
+                .compact(CompactionRequest {
+                    revision: at,
+                    physical: false,
+                })
+                .await;
+            match &result {
+                Ok(_) | Err(RequestError::Compacted) => {
+                    tracing::info!(revision = at, "finished auto compaction")
+                }
+                Err(e) => {
+                    tracing::warn!(revision = at, error = %e, "auto compaction failed; retrying later")
+                }
+            }
+            let ok = matches!(result, Ok(_) | Err(RequestError::Compacted));
+            schedule.done(at, clock.now(), ok);
         }
     }
 

@@ -800,6 +800,7 @@ mod tests {
             };
             let cfg = ServerConfig {
                 name: "default".into(),
+                auto_compaction: None,
                 wal_dir: None,
                 data_dir: dir.path().join("data"),
                 member_id: member.id,
