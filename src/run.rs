@@ -23,6 +23,9 @@ pub enum RunError {
     },
     #[error("cannot join the cluster: {0}")]
     Join(String),
+    /// `--experimental-initial-corrupt-check` found this member's data differ from a peer's.
+    #[error("{0}")]
+    Corrupt(String),
     #[error("client API stopped: {0}")]
     Api(String),
     #[error("raft node stopped: {0}")]
@@ -118,6 +121,12 @@ pub async fn run(
         data_dir = %cfg.server.data_dir.display(),
         "member started"
     );
+    if cfg.initial_corrupt_check {
+        if let Err(e) = check_initial_hash(&server).await {
+            let _ = stop_tx.send(true);
+            return Err(e);
+        }
+    }
     for addr in cfg.listen_client.clone() {
         let mut rx = stop_rx.clone();
         let stop = async move {
@@ -176,6 +185,79 @@ pub async fn run(
         }
     }
     result
+}
+
+/// How long the initial corruption check waits for one peer's hash.
+pub const INITIAL_HASH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// etcd's `--experimental-initial-corrupt-check`: before serving clients, compare this member's
+/// KV hash at its current revision with every other member's at the same revision (asked on
+/// their client URLs). A different hash under the same compaction floor means the data differ:
+/// the member refuses to serve. A peer that cannot answer (down, behind, compacted past the
+/// revision, or with another compaction floor) is skipped with a warning, as in etcd.
+async fn check_initial_hash(server: &Server) -> Result<(), RunError> {
+    use crate::proto::etcdserverpb::{maintenance_client::MaintenanceClient, HashKvRequest};
+    let me = server.config().member_id;
+    tracing::info!(member = %format!("{me:x}"), "starting initial corruption check");
+    let store = server.store();
+    let revision = store.current_revision();
+    let (hash, compact_revision, _) = store
+        .hash_kv(revision)
+        .map_err(|e| RunError::Corrupt(format!("{me:x} failed to fetch hash ({e})")))?;
+    let members = server.members().unwrap_or_default();
+    let mut mismatch = 0;
+    for m in members.iter().filter(|m| m.id != me) {
+        let Some(url) = m.client_urls.first() else {
+            tracing::warn!(peer = %format!("{:x}", m.id), "cannot check the hash of a peer that has not published its client URLs");
+            continue;
+        };
+        let call = async {
+            let mut client = MaintenanceClient::connect(url.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+            client
+                .hash_kv(HashKvRequest { revision })
+                .await
+                .map(|r| r.into_inner())
+                .map_err(|e| e.message().to_string())
+        };
+        let resp = match tokio::time::timeout(INITIAL_HASH_TIMEOUT, call).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                tracing::warn!(peer = %format!("{:x}", m.id), %url, revision, error = %e, "cannot fetch hash from peer");
+                continue;
+            }
+            Err(_) => {
+                tracing::warn!(peer = %format!("{:x}", m.id), %url, revision, "cannot fetch hash from peer: timed out");
+                continue;
+            }
+        };
+        if resp.hash == hash {
+            continue;
+        }
+        if resp.compact_revision == compact_revision {
+            tracing::error!(
+                "{me:x}'s hash {hash} != {:x}'s hash {} (revision {revision}, peer revision {}, compact revision {compact_revision})",
+                m.id,
+                resp.hash,
+                resp.header.map(|h| h.revision).unwrap_or_default()
+            );
+            mismatch += 1;
+        } else {
+            tracing::warn!(
+                "{me:x} cannot check hash of peer({:x}): peer has a different compact revision {} (revision:{revision})",
+                m.id,
+                resp.compact_revision
+            );
+        }
+    }
+    if mismatch > 0 {
+        return Err(RunError::Corrupt(format!(
+            "{me:x} found data inconsistency with peers"
+        )));
+    }
+    tracing::info!("initial corruption checking passed; no corruption");
+    Ok(())
 }
 
 /// How long a joining member keeps asking the running members who it is.

@@ -221,12 +221,6 @@ pub const ENTRIES: &[Entry] = &[
     entry("proxy-write-timeout", Uint, "5000", warn(NO_V2_PROXY)),
     entry("proxy-read-timeout", Uint, "0", warn(NO_V2_PROXY)),
     entry(
-        "experimental-initial-corrupt-check",
-        Bool,
-        "false",
-        warn("the start-up hash comparison with the other members is not implemented yet"),
-    ),
-    entry(
         "experimental-corrupt-check-time",
         Kind::Duration,
         "0s",

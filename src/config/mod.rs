@@ -111,6 +111,17 @@ struct Flags {
     /// Periodic mode takes a duration (a bare number is hours); revision mode a count.
     #[arg(long, default_value = "0")]
     auto_compaction_retention: String,
+    /// Check this member's data against its peers' before serving clients.
+    #[arg(
+        long,
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = go_bool
+    )]
+    experimental_initial_corrupt_check: bool,
     /// List of URLs to listen on for the metrics and health endpoints (http only).
     #[arg(long, default_value = "")]
     listen_metrics_urls: String,
@@ -151,6 +162,8 @@ pub struct Config {
     pub listen_peer: Vec<SocketAddr>,
     /// `--listen-metrics-urls`: extra listeners for `/metrics`, `/health` and `/version` only.
     pub listen_metrics: Vec<SocketAddr>,
+    /// `--experimental-initial-corrupt-check`: compare hashes with the peers before serving.
+    pub initial_corrupt_check: bool,
     pub initial_cluster_state: String,
     pub log_level: String,
     /// Where log lines go: `stderr`, `stdout` or file paths.
@@ -459,6 +472,7 @@ impl Flags {
             listen_client,
             listen_peer,
             listen_metrics,
+            initial_corrupt_check: self.experimental_initial_corrupt_check,
             initial_cluster_state: self.initial_cluster_state,
             log_level: if self.debug {
                 "debug".to_string()
@@ -827,7 +841,7 @@ mod tests {
     #[test]
     fn a_flag_with_no_effect_gets_one_warning_line_naming_it() {
         let cfg = parse(&args(&[
-            "--experimental-initial-corrupt-check",
+            "--experimental-enable-lease-checkpoint",
             "--max-wals=9",
             "--pre-vote=true",
             "--enable-v2=false",
@@ -836,7 +850,7 @@ mod tests {
         assert_eq!(cfg.warnings.len(), 2, "{:?}", cfg.warnings);
         assert!(cfg.warnings[0].starts_with("--max-wals=9 has no effect in cairn: "));
         assert!(cfg.warnings[1]
-            .starts_with("--experimental-initial-corrupt-check=true has no effect in cairn: "));
+            .starts_with("--experimental-enable-lease-checkpoint=true has no effect in cairn: "));
         // pre-vote off is the one cairn cannot honour.
         let cfg = parse(&args(&["--pre-vote=false"])).unwrap();
         assert_eq!(cfg.warnings.len(), 1, "{:?}", cfg.warnings);
