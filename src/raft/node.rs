@@ -1027,6 +1027,7 @@ impl Node {
     /// new entries and HardState (one WAL fsync for all of them), persisted messages, advance, and
     /// then the LightReady's commit index, messages and committed entries.
     fn on_ready(&mut self) -> Result<(), NodeError> {
+        self.take_lease_primacy();
         let mut rd = self.raw.ready();
         if !rd.messages().is_empty() {
             self.send(rd.take_messages())?;
@@ -1097,6 +1098,20 @@ impl Node {
         self.release_reads();
         self.maybe_compact_log()?;
         Ok(())
+    }
+
+    /// A member that became leader takes over the lease deadlines before it applies anything of
+    /// its term, as etcd promotes its lessor in the raft loop: every lease then runs from now plus
+    /// an election timeout, and a lease granted after that runs from its grant. The lease task
+    /// notices leadership only once a `LEASE_TICK`; promoting there alone let a lease granted in
+    /// between get the extension too, and expire up to 1.5 s late (etcd's e2e
+    /// `TestCtlV3LeaseTestTimeToLiveExpiredNoTLS` saw it). Demotion stays with that task.
+    fn take_lease_primacy(&self) {
+        let r = &self.raw.raft;
+        if r.state == StateRole::Leader && self.lessor.primary_term() != Some(r.term) {
+            let extend = self.cfg.tick_interval * self.cfg.election_ticks as u32;
+            self.lessor.promote(self.clock.now(), extend, r.term);
+        }
     }
 
     /// The ReadIndex context of batch `id`: this member's id, its start count, then the batch

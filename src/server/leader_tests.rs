@@ -464,3 +464,29 @@ async fn a_removed_leader_keeps_telling_its_follower_until_the_removal_is_known(
     responder.abort();
     drop(server);
 }
+
+/// A lease granted right after the member became leader runs from its grant: the member takes
+/// the lease deadlines as it starts leading, not at the lease task's next look.
+#[tokio::test]
+async fn a_lease_granted_as_the_leader_starts_runs_from_its_grant() {
+    use crate::proto::etcdserverpb::LeaseGrantRequest;
+    let dir = tempfile::TempDir::new().unwrap();
+    let leader = start(dir.path(), 1_000, 1_000).await;
+    let lessor = leader.server.inner.lessor.clone();
+    assert!(
+        lessor.is_primary(),
+        "leading, the member holds the deadlines"
+    );
+    let granted = leader
+        .server
+        .lease_grant(LeaseGrantRequest { ttl: 5, id: 0x55 })
+        .await
+        .unwrap();
+    let now = leader.server.inner.clock.now();
+    assert!(
+        lessor.is_expired(granted.id, now + Duration::from_secs(5)),
+        "the lease must expire five seconds after its grant, not later"
+    );
+    assert!(!lessor.is_expired(granted.id, now));
+    let _ = leader.stop.send(true);
+}
