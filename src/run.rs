@@ -154,10 +154,21 @@ pub async fn run(
         }));
     }
     let mut removed = peers.removed();
+    // A member removed from the cluster stops, as etcd's does, with its error in the log and exit
+    // status 0: the removal was asked for (etcd exits 0 whenever its server stops).
+    let removed_stop = || {
+        tracing::error!("{}", crate::peer::REMOVED_MESSAGE);
+        Ok(())
+    };
     let result = tokio::select! {
-        _ = removed.wait_for(|r| *r) => Err(RunError::Node(crate::peer::REMOVED_MESSAGE.to_string())),
+        _ = removed.wait_for(|r| *r) => removed_stop(),
         _ = shutdown => { tracing::info!("shutting down"); Ok(()) }
-        r = &mut node => Err(RunError::Node(match r { Ok(Ok(())) => "exited".into(), Ok(Err(e)) => e.to_string(), Err(e) => e.to_string() })),
+        r = &mut node => match r {
+            Ok(Err(crate::raft::NodeError::Removed)) => removed_stop(),
+            Ok(Ok(())) => Err(RunError::Node("exited".into())),
+            Ok(Err(e)) => Err(RunError::Node(e.to_string())),
+            Err(e) => Err(RunError::Node(e.to_string())),
+        },
     };
     let _ = stop_tx.send(true);
     // Graceful shutdown waits for open connections to finish; a client that keeps its
@@ -179,7 +190,7 @@ pub async fn run(
     }
     if result.is_ok() && !node.is_finished() {
         match node.await {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) | Ok(Err(crate::raft::NodeError::Removed)) => {}
             Ok(Err(e)) => return Err(RunError::Node(e.to_string())),
             Err(e) => return Err(RunError::Node(e.to_string())),
         }
@@ -208,7 +219,7 @@ async fn check_initial_hash(server: &Server) -> Result<(), RunError> {
     let mut mismatch = 0;
     for m in members.iter().filter(|m| m.id != me) {
         let Some(url) = m.client_urls.first() else {
-            tracing::warn!(peer = %format!("{:x}", m.id), "cannot check the hash of a peer that has not published its client URLs");
+            tracing::warn!(peer = %format!("{:x}", m.id), "cannot check the hash of a peer whose client URLs are not known yet");
             continue;
         };
         let call = async {
