@@ -19,6 +19,7 @@
 //! * [`peer`]: the production peer transport (raft messages and snapshots over gRPC streams).
 //! * [`config`] and [`run`]: the server's flags and the production wiring of a member.
 //! * [`ctl`]: the `cairnctl` command-line client.
+//! * [`tcp_proxy`]: `cairn gateway start`, etcd's stateless TCP gateway in front of a cluster.
 //! * [`gofmt`]: Go's formatting and parsing (quoting, durations, booleans), which etcdctl's output
 //!   and etcd's flag syntax follow.
 //! * [`bugs`] and [`crashpoint`]: injectable bugs and crash points, live only in simulation builds.
@@ -42,4 +43,6 @@ pub mod raft;
 #[cfg(not(madsim))]
 pub mod run;
 pub mod server;
+#[cfg(not(madsim))]
+pub mod tcp_proxy;
 pub mod wal;

@@ -364,3 +364,48 @@ fn damage_value(db: &std::path::Path, from: &[u8], to: &[u8]) {
     kv.put(&mut txn, &key, &value).unwrap();
     txn.commit().unwrap();
 }
+
+/// `gateway start`: etcd's TCP gateway forwards a client to the cluster; the same command line
+/// for both.
+#[test]
+fn the_gateway_subcommand_forwards_clients_to_the_cluster() {
+    for kind in KINDS {
+        let server = Server::start(kind, Opts::default());
+        let listen = format!("127.0.0.1:{}", free_port());
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("gateway.log");
+        let mut gateway = Command::new(kind.program())
+            .args([
+                "gateway",
+                &format!("--endpoints={}", server.endpoint()),
+                "start",
+                "--listen-addr",
+                &listen,
+            ])
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(dir.path().join("gateway.err")).unwrap())
+            .spawn()
+            .expect("spawn the gateway");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let put = loop {
+            let put = etcdctl(&listen, &["put", "via", "gateway"], None);
+            if put.success() || Instant::now() > deadline {
+                break put;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let got = server.etcdctl(&["get", "via", "--print-value-only"], None);
+        let _ = gateway.kill();
+        let _ = gateway.wait();
+        let said = std::fs::read_to_string(&log).unwrap_or_default()
+            + &std::fs::read_to_string(dir.path().join("gateway.err")).unwrap_or_default();
+        assert!(put.success(), "{}: {put:?}\n{said}", kind.label());
+        assert_eq!(got.stdout, "gateway\n", "{}", kind.label());
+        assert!(
+            said.contains("ready to proxy client requests"),
+            "{}: {said}",
+            kind.label()
+        );
+    }
+}
