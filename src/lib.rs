@@ -19,6 +19,8 @@
 //! * [`peer`]: the production peer transport (raft messages and snapshots over gRPC streams).
 //! * [`config`] and [`run`]: the server's flags and the production wiring of a member.
 //! * [`ctl`]: the `cairnctl` command-line client.
+//! * [`tls`]: TLS on the client and peer ports: certificates from etcd's flags, `--auto-tls`, and
+//!   the listener that serves plain and TLS connections on one port.
 //! * [`tcp_proxy`]: `cairn gateway start`, etcd's stateless TCP gateway in front of a cluster.
 //! * [`gofmt`]: Go's formatting and parsing (quoting, durations, booleans), which etcdctl's output
 //!   and etcd's flag syntax follow.
@@ -45,4 +47,6 @@ pub mod run;
 pub mod server;
 #[cfg(not(madsim))]
 pub mod tcp_proxy;
+#[cfg(not(madsim))]
+pub mod tls;
 pub mod wal;
