@@ -47,6 +47,5 @@ pub mod run;
 pub mod server;
 #[cfg(not(madsim))]
 pub mod tcp_proxy;
-#[cfg(not(madsim))]
 pub mod tls;
 pub mod wal;

@@ -21,6 +21,9 @@ pub enum RunError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    /// A certificate, key or CA file could not be used (etcd's texts).
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
     #[error("cannot join the cluster: {0}")]
     Join(String),
     /// `--experimental-initial-corrupt-check` found this member's data differ from a peer's.
@@ -30,6 +33,77 @@ pub enum RunError {
     Api(String),
     #[error("raft node stopped: {0}")]
     Node(String),
+}
+
+/// Resolves when the member's stop signal is raised.
+fn stopped(stop: &watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
+    let mut rx = stop.clone();
+    async move {
+        let _ = rx.wait_for(|s| *s).await;
+    }
+}
+
+/// The TLS each side serves with, built once at start so that a bad file stops the start.
+struct Tls {
+    client: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    peer: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+}
+
+impl Tls {
+    /// Makes `--auto-tls` certificates where asked (in `<data-dir>/fixtures/{client,peer}`, as
+    /// etcd keeps them) and builds the server configurations the `https://` URLs need.
+    fn resolve(cfg: &Config) -> Result<Tls, RunError> {
+        let side = |auto: bool,
+                    info: &crate::tls::TlsInfo,
+                    listens: &[&[crate::config::Listen]],
+                    dir: &str|
+         -> Result<Option<Arc<tokio_rustls::rustls::ServerConfig>>, RunError> {
+            if !listens.iter().any(|ls| ls.iter().any(|l| l.tls)) {
+                return Ok(None);
+            }
+            let info = if auto && info.is_empty() {
+                let hosts: Vec<String> = listens[0].iter().map(|l| l.host.clone()).collect();
+                let dir = cfg.server.data_dir.join("fixtures").join(dir);
+                crate::tls::server::self_cert(&dir, &hosts, &info.cipher_suites)?
+            } else {
+                info.clone()
+            };
+            Ok(Some(crate::tls::server::server_config(&info)?))
+        };
+        Ok(Tls {
+            client: side(
+                cfg.client_auto_tls,
+                &cfg.client_tls,
+                &[&cfg.listen_client, &cfg.listen_metrics],
+                "client",
+            )?,
+            peer: side(
+                cfg.peer_auto_tls,
+                &cfg.peer_tls,
+                &[&cfg.listen_peer],
+                "peer",
+            )?,
+        })
+    }
+
+    /// The acceptor for one listening address: plaintext for its `http://` URLs, TLS with
+    /// `config` for its `https://` ones.
+    fn acceptor(
+        listen: &crate::config::Listen,
+        listener: std::net::TcpListener,
+        config: &Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    ) -> Result<crate::tls::accept::Acceptor, RunError> {
+        let listener =
+            tokio::net::TcpListener::from_std(listener).map_err(|source| RunError::Listen {
+                addr: listen.addr,
+                source,
+            })?;
+        let serves = crate::tls::accept::Serves {
+            plain: listen.plain,
+            tls: if listen.tls { config.clone() } else { None },
+        };
+        Ok(crate::tls::accept::Acceptor::new(listener, serves))
+    }
 }
 
 /// Starts the member described by `cfg` and serves until `shutdown` resolves or the node fails.
@@ -43,15 +117,23 @@ pub async fn run(
     }
     // Fail with one clear line when a port is taken, before touching the data dir. Like etcd,
     // even a one-member cluster listens for peers: members can be added to it at runtime.
-    let mut listen = cfg.listen_client.clone();
-    listen.extend(cfg.listen_peer.iter().copied());
-    listen.extend(cfg.listen_metrics.iter().copied());
-    for addr in &listen {
-        std::net::TcpListener::bind(addr).map_err(|source| RunError::Listen {
-            addr: *addr,
-            source,
-        })?;
-    }
+    let bind = |ls: &[crate::config::Listen]| -> Result<Vec<_>, RunError> {
+        ls.iter()
+            .map(|l| {
+                let std_listener = std::net::TcpListener::bind(l.addr)
+                    .and_then(|t| t.set_nonblocking(true).map(|()| t))
+                    .map_err(|source| RunError::Listen {
+                        addr: l.addr,
+                        source,
+                    })?;
+                Ok((l.clone(), std_listener))
+            })
+            .collect()
+    };
+    let client_listeners = bind(&cfg.listen_client)?;
+    let peer_listeners = bind(&cfg.listen_peer)?;
+    let metrics_listeners = bind(&cfg.listen_metrics)?;
+    let tls = Tls::resolve(&cfg)?;
     let clock: Arc<dyn Clock> = Arc::new(RuntimeClock::new());
     let seed = (clock.wall_unix_nanos() as u64) ^ (u64::from(std::process::id()) << 32);
     let peers = GrpcTransport::new(cfg.server.cluster_id, cfg.server.member_id, clock.clone());
@@ -90,11 +172,8 @@ pub async fn run(
         } else {
             peers.set_peers(&applied);
         }
-        for addr in cfg.listen_peer.clone() {
-            let mut rx = stop_rx.clone();
-            let stop = async move {
-                let _ = rx.wait_for(|s| *s).await;
-            };
+        for (listen, listener) in peer_listeners {
+            let stop = stopped(&stop_rx);
             let snap_dir = cfg.server.data_dir.join("member").join("snap");
             let members = server.clone();
             let removed = crate::server::membership::RemovedCache::default();
@@ -103,12 +182,13 @@ pub async fn run(
             let svc =
                 PeerService::new(cluster_id, member_id, inbound.clone(), snap_dir, is_removed);
             let members = crate::api::peer_cluster_service(server.clone());
-            tracing::info!(%addr, "serving peer traffic");
+            let acceptor = Tls::acceptor(&listen, listener, &tls.peer)?;
+            tracing::info!(addr = %listen.addr, tls = listen.tls, "serving peer traffic");
             apis.push(tokio::spawn(async move {
                 tonic::transport::Server::builder()
                     .add_service(svc)
                     .add_service(members)
-                    .serve_with_shutdown(addr, stop)
+                    .serve_with_incoming_shutdown(acceptor.into_stream(), stop)
                     .await
                     .map_err(|e| e.to_string())
             }));
@@ -127,28 +207,22 @@ pub async fn run(
             return Err(e);
         }
     }
-    for addr in cfg.listen_client.clone() {
-        let mut rx = stop_rx.clone();
-        let stop = async move {
-            let _ = rx.wait_for(|s| *s).await;
-        };
-        tracing::info!(%addr, "ready to serve client requests");
-        let server = server.clone();
+    for (listen, listener) in client_listeners {
+        let acceptor = Tls::acceptor(&listen, listener, &tls.client)?;
+        tracing::info!(addr = %listen.addr, tls = listen.tls, "ready to serve client requests");
+        let (server, stop) = (server.clone(), stopped(&stop_rx));
         apis.push(tokio::spawn(async move {
-            crate::api::serve(server, addr, stop)
+            crate::api::serve_on(server, acceptor, stop)
                 .await
                 .map_err(|e| e.to_string())
         }));
     }
-    for addr in cfg.listen_metrics.clone() {
-        let mut rx = stop_rx.clone();
-        let stop = async move {
-            let _ = rx.wait_for(|s| *s).await;
-        };
-        tracing::info!(%addr, "serving metrics and health");
-        let server = server.clone();
+    for (listen, listener) in metrics_listeners {
+        let acceptor = Tls::acceptor(&listen, listener, &tls.client)?;
+        tracing::info!(addr = %listen.addr, tls = listen.tls, "serving metrics and health");
+        let (server, stop) = (server.clone(), stopped(&stop_rx));
         apis.push(tokio::spawn(async move {
-            crate::api::serve_metrics(server, addr, stop)
+            crate::api::serve_metrics(server, acceptor, stop)
                 .await
                 .map_err(|e| e.to_string())
         }));

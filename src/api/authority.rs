@@ -711,34 +711,25 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for FixAuthority<S> {
     }
 }
 
-/// The client port's listener: TCP with Nagle off, each connection behind [`FixAuthority`].
-pub struct Listener(pub tokio::net::TcpListener);
+/// The client port's listener: plain or TLS connections (see [`crate::tls::accept`]), each
+/// behind [`FixAuthority`].
+pub struct Listener(pub crate::tls::accept::Acceptor);
 
 impl axum::serve::Listener for Listener {
-    type Io = FixAuthority<tokio::net::TcpStream>;
+    type Io = FixAuthority<crate::tls::accept::Conn>;
     type Addr = std::net::SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
             match self.0.accept().await {
-                Ok((tcp, addr)) => {
-                    // Small request/response pairs must not wait on Nagle's algorithm and
-                    // delayed ACKs.
-                    let _ = tcp.set_nodelay(true);
-                    return (FixAuthority::new(tcp), addr);
-                }
-                Err(e) => {
-                    // Out of file descriptors and the like: wait a moment rather than spin.
-                    tracing::warn!(error = %e, "accepting a client connection failed");
-                    #[allow(clippy::disallowed_methods)] // the API layer, not node code
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
+                Ok((conn, addr)) => return (FixAuthority::new(conn), addr),
+                Err(_) => std::future::pending::<()>().await,
             }
         }
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.0.local_addr()
+        Ok(self.0.local_addr())
     }
 }
 

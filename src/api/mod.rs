@@ -37,53 +37,23 @@ pub fn peer_cluster_service(server: Server) -> ClusterServer<cluster::ClusterSer
 /// Largest gRPC message the client API sends (etcd's default client-side receive limit).
 pub const GRPC_SEND_BYTES_MAX: usize = usize::MAX >> 1;
 
-/// Serves the client API on `addr` until `shutdown` resolves.
+/// Serves the client API in plaintext on `addr` until `shutdown` resolves.
 pub async fn serve(
     server: Server,
     addr: SocketAddr,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ApiError> {
-    let recv_max = server.config().max_request_bytes + crate::server::GRPC_OVERHEAD_BYTES;
-    let kv = KvServer::new(kv::KvService::new(server.clone()))
-        .max_decoding_message_size(recv_max)
-        .max_encoding_message_size(GRPC_SEND_BYTES_MAX);
-    // One Maintenance service for gRPC and the JSON gateway, so they share the snapshot limit.
-    let maintenance_service =
-        std::sync::Arc::new(maintenance::MaintenanceService::new(server.clone()));
-    let maintenance = MaintenanceServer::from_arc(maintenance_service.clone())
-        .max_decoding_message_size(recv_max);
-    let cluster = ClusterServer::new(cluster::ClusterService::new(server.clone()))
-        .max_decoding_message_size(recv_max);
-    let lease = LeaseServer::new(lease::LeaseService::new(server.clone()))
-        .max_decoding_message_size(recv_max);
-    let watch = WatchServer::new(watch::WatchService::new(server.clone()))
-        .max_decoding_message_size(recv_max)
-        .max_encoding_message_size(GRPC_SEND_BYTES_MAX);
     #[cfg(not(madsim))]
     {
-        // One port for gRPC and plain HTTP (/health, /metrics, /version), as etcd serves them:
-        // tonic's routes become an axum router that also answers the HTTP paths.
-        let routes = tonic::service::Routes::new(kv)
-            .add_service(maintenance)
-            .add_service(cluster)
-            .add_service(lease)
-            .add_service(watch);
-        // etcd's HTTP/JSON gateway (`POST /v3/kv/range`, ...) on the same port.
-        let router = http::routes(server.clone(), routes.into_axum_router())
-            .merge(gateway::routes(server.clone(), maintenance_service));
-        // Each connection behind the `:authority` fix that Go clients need (see authority.rs).
-        let listener = authority::Listener(
-            tokio::net::TcpListener::bind(addr)
+        let acceptor =
+            crate::tls::accept::Acceptor::bind(addr, crate::tls::accept::Serves::plain())
                 .await
-                .map_err(ApiError::Bind)?,
-        );
-        axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(ApiError::Serve)
+                .map_err(ApiError::Bind)?;
+        serve_on(server, acceptor, shutdown).await
     }
     #[cfg(madsim)]
     {
+        let (kv, maintenance, cluster, lease, watch, _) = services(&server);
         tonic::transport::Server::builder()
             .add_service(kv)
             .add_service(maintenance)
@@ -96,20 +66,74 @@ pub async fn serve(
     }
 }
 
-/// Serves only the plain-HTTP endpoints (`/health`, `/metrics`, `/version`) on `addr`: etcd's
-/// `--listen-metrics-urls`, which monitoring scrapes and liveness probes use so that they need
-/// neither the client port nor its credentials.
+/// The client API's gRPC services, each with the server's message size limits, and the one
+/// Maintenance service gRPC and the JSON gateway share (so they share the snapshot limit).
+#[allow(clippy::type_complexity)]
+fn services(
+    server: &Server,
+) -> (
+    KvServer<kv::KvService>,
+    MaintenanceServer<maintenance::MaintenanceService>,
+    ClusterServer<cluster::ClusterService>,
+    LeaseServer<lease::LeaseService>,
+    WatchServer<watch::WatchService>,
+    std::sync::Arc<maintenance::MaintenanceService>,
+) {
+    let recv_max = server.config().max_request_bytes + crate::server::GRPC_OVERHEAD_BYTES;
+    let kv = KvServer::new(kv::KvService::new(server.clone()))
+        .max_decoding_message_size(recv_max)
+        .max_encoding_message_size(GRPC_SEND_BYTES_MAX);
+    let maintenance_service =
+        std::sync::Arc::new(maintenance::MaintenanceService::new(server.clone()));
+    let maintenance = MaintenanceServer::from_arc(maintenance_service.clone())
+        .max_decoding_message_size(recv_max);
+    let cluster = ClusterServer::new(cluster::ClusterService::new(server.clone()))
+        .max_decoding_message_size(recv_max);
+    let lease = LeaseServer::new(lease::LeaseService::new(server.clone()))
+        .max_decoding_message_size(recv_max);
+    let watch = WatchServer::new(watch::WatchService::new(server.clone()))
+        .max_decoding_message_size(recv_max)
+        .max_encoding_message_size(GRPC_SEND_BYTES_MAX);
+    (kv, maintenance, cluster, lease, watch, maintenance_service)
+}
+
+/// Serves the client API on the connections `acceptor` yields (plain, TLS or both) until
+/// `shutdown` resolves.
+#[cfg(not(madsim))]
+pub async fn serve_on(
+    server: Server,
+    acceptor: crate::tls::accept::Acceptor,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ApiError> {
+    let (kv, maintenance, cluster, lease, watch, maintenance_service) = services(&server);
+    // One port for gRPC and plain HTTP (/health, /metrics, /version), as etcd serves them:
+    // tonic's routes become an axum router that also answers the HTTP paths.
+    let routes = tonic::service::Routes::new(kv)
+        .add_service(maintenance)
+        .add_service(cluster)
+        .add_service(lease)
+        .add_service(watch);
+    // etcd's HTTP/JSON gateway (`POST /v3/kv/range`, ...) on the same port.
+    let router = http::routes(server.clone(), routes.into_axum_router())
+        .merge(gateway::routes(server.clone(), maintenance_service));
+    // Each connection behind the `:authority` fix that Go clients need (see authority.rs).
+    axum::serve(authority::Listener(acceptor), router)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(ApiError::Serve)
+}
+
+/// Serves only the plain-HTTP endpoints (`/health`, `/metrics`, `/version`) on the connections
+/// `acceptor` yields: etcd's `--listen-metrics-urls`, which monitoring scrapes and liveness
+/// probes use so that they need neither the client port nor (over `http://`) its credentials.
 #[cfg(not(madsim))]
 pub async fn serve_metrics(
     server: Server,
-    addr: SocketAddr,
+    acceptor: crate::tls::accept::Acceptor,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ApiError> {
     let router = http::routes(server, axum::Router::new());
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(ApiError::Bind)?;
-    axum::serve(listener, router)
+    axum::serve(authority::Listener(acceptor), router)
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(ApiError::Serve)

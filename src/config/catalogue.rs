@@ -50,7 +50,7 @@ pub struct Entry {
 }
 
 const NO_TLS: &str =
-    "TLS is not supported yet; cairn will not serve plaintext where TLS is asked for";
+    "this certificate check is not supported yet; cairn will not accept peers or clients it was asked to refuse";
 const NO_AUTH: &str =
     "authentication is not supported yet (the auth calls answer Unimplemented), so it never applies";
 const NO_V2: &str = "cairn serves the v3 API only";
@@ -151,27 +151,14 @@ pub const ENTRIES: &[Entry] = &[
         "true",
         warn("the JSON gateway is always served on the client URLs"),
     ),
-    entry("cert-file", Str, "", refuse(NO_TLS)),
-    entry("key-file", Str, "", refuse(NO_TLS)),
-    entry("client-cert-auth", Bool, "false", refuse(NO_TLS)),
-    entry("client-crl-file", Str, "", refuse(NO_TLS)),
     entry("client-cert-allowed-hostname", Str, "", refuse(NO_TLS)),
-    entry("trusted-ca-file", Str, "", refuse(NO_TLS)),
-    entry("auto-tls", Bool, "false", refuse(NO_TLS)),
-    entry("peer-cert-file", Str, "", refuse(NO_TLS)),
-    entry("peer-key-file", Str, "", refuse(NO_TLS)),
-    entry("peer-client-cert-auth", Bool, "false", refuse(NO_TLS)),
-    entry("peer-trusted-ca-file", Str, "", refuse(NO_TLS)),
     entry("peer-cert-allowed-cn", Str, "", refuse(NO_TLS)),
     entry("peer-cert-allowed-hostname", Str, "", refuse(NO_TLS)),
-    entry("peer-auto-tls", Bool, "false", refuse(NO_TLS)),
-    entry("peer-crl-file", Str, "", refuse(NO_TLS)),
-    entry("cipher-suites", Str, "", refuse(NO_TLS)),
     entry(
         "experimental-peer-skip-client-san-verification",
         Bool,
         "false",
-        refuse(NO_TLS),
+        warn("cairn does not check a peer's client certificate SANs against its address"),
     ),
     entry(
         "cors",

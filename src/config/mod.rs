@@ -14,6 +14,7 @@ use clap::{CommandFactory, FromArgMatches};
 use sha1::{Digest, Sha1};
 
 use crate::server::{InitialMember, ServerConfig};
+pub use crate::tls::TlsInfo;
 
 mod catalogue;
 mod sources;
@@ -125,6 +126,78 @@ struct Flags {
     /// List of URLs to listen on for the metrics and health endpoints (http only).
     #[arg(long, default_value = "")]
     listen_metrics_urls: String,
+    /// Path to the client server TLS cert file.
+    #[arg(long, default_value = "")]
+    cert_file: String,
+    /// Path to the client server TLS key file.
+    #[arg(long, default_value = "")]
+    key_file: String,
+    /// Enable client cert authentication.
+    #[arg(
+        long,
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = go_bool
+    )]
+    client_cert_auth: bool,
+    /// Path to the client certificate revocation list file.
+    #[arg(long, default_value = "")]
+    client_crl_file: String,
+    /// Path to the client server TLS trusted CA cert file.
+    #[arg(long, default_value = "")]
+    trusted_ca_file: String,
+    /// Client TLS using generated certificates.
+    #[arg(
+        long,
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = go_bool
+    )]
+    auto_tls: bool,
+    /// Path to the peer server TLS cert file.
+    #[arg(long, default_value = "")]
+    peer_cert_file: String,
+    /// Path to the peer server TLS key file.
+    #[arg(long, default_value = "")]
+    peer_key_file: String,
+    /// Enable peer client cert authentication.
+    #[arg(
+        long,
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = go_bool
+    )]
+    peer_client_cert_auth: bool,
+    /// Path to the peer server TLS trusted CA file.
+    #[arg(long, default_value = "")]
+    peer_trusted_ca_file: String,
+    /// Peer TLS using generated certificates.
+    #[arg(
+        long,
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = go_bool
+    )]
+    peer_auto_tls: bool,
+    /// Path to the peer certificate revocation list file.
+    #[arg(long, default_value = "")]
+    peer_crl_file: String,
+    /// Comma-separated list of supported TLS cipher suites between client/server and peers
+    /// (empty will be auto-populated by Go).
+    #[arg(long, default_value = "")]
+    cipher_suites: String,
     /// Log level: debug, info, warn, error, panic, or fatal.
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -158,10 +231,19 @@ struct Flags {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub server: ServerConfig,
-    pub listen_client: Vec<SocketAddr>,
-    pub listen_peer: Vec<SocketAddr>,
+    pub listen_client: Vec<Listen>,
+    pub listen_peer: Vec<Listen>,
     /// `--listen-metrics-urls`: extra listeners for `/metrics`, `/health` and `/version` only.
-    pub listen_metrics: Vec<SocketAddr>,
+    pub listen_metrics: Vec<Listen>,
+    /// `--cert-file`, `--key-file`, ...: the client port's TLS (used by `https://` client and
+    /// metrics URLs).
+    pub client_tls: TlsInfo,
+    /// `--auto-tls`: with no certificate given, make a self-signed one.
+    pub client_auto_tls: bool,
+    /// `--peer-cert-file`, ...: the peer port's TLS, served and dialled.
+    pub peer_tls: TlsInfo,
+    /// `--peer-auto-tls`.
+    pub peer_auto_tls: bool,
     /// `--experimental-initial-corrupt-check`: compare hashes with the peers before serving.
     pub initial_corrupt_check: bool,
     pub initial_cluster_state: String,
@@ -372,30 +454,55 @@ impl Flags {
         if log_outputs.is_empty() {
             return Err(bad("--log-outputs must name at least one output".into()));
         }
-        for (flag, list) in [
-            ("--listen-client-urls", &self.listen_client_urls),
-            ("--advertise-client-urls", &self.advertise_client_urls),
-            ("--listen-peer-urls", &self.listen_peer_urls),
-            (
-                "--initial-advertise-peer-urls",
-                &self.initial_advertise_peer_urls,
-            ),
-        ] {
-            if let Some(url) = list
-                .split(',')
-                .map(str::trim)
-                .find(|u| u.starts_with("https://"))
-            {
-                return Err(bad(format!(
-                    "{flag}={url}: TLS is not supported yet; cairn will not serve plaintext where TLS is asked for"
-                )));
-            }
-        }
         let auto_compaction = crate::server::compactor::Retention::parse(
             &self.auto_compaction_mode,
             &self.auto_compaction_retention,
         )
         .map_err(bad)?;
+        let mut warnings = Vec::new();
+        let cipher_suites: Vec<String> = self
+            .cipher_suites
+            .split(',')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(str::to_string)
+            .collect();
+        for name in
+            crate::tls::check_cipher_suites(&cipher_suites).map_err(|e| bad(e.to_string()))?
+        {
+            warnings.push(format!(
+                "--cipher-suites: {name} is not offered (cairn's TLS has no CBC, RC4, 3DES or RSA key exchange suites)"
+            ));
+        }
+        let path = |s: &str| Some(PathBuf::from(s)).filter(|_| !s.is_empty());
+        let client_tls = TlsInfo {
+            cert_file: path(&self.cert_file),
+            key_file: path(&self.key_file),
+            trusted_ca_file: path(&self.trusted_ca_file),
+            client_cert_auth: self.client_cert_auth,
+            crl_file: path(&self.client_crl_file),
+            cipher_suites: cipher_suites.clone(),
+            self_signed: false,
+        };
+        let peer_tls = TlsInfo {
+            cert_file: path(&self.peer_cert_file),
+            key_file: path(&self.peer_key_file),
+            trusted_ca_file: path(&self.peer_trusted_ca_file),
+            client_cert_auth: self.peer_client_cert_auth,
+            crl_file: path(&self.peer_crl_file),
+            cipher_suites,
+            self_signed: false,
+        };
+        for (auto, tls, side) in [
+            (self.auto_tls, &client_tls, "client"),
+            (self.peer_auto_tls, &peer_tls, "peer"),
+        ] {
+            if auto && !tls.is_empty() {
+                warnings.push(format!("ignoring {side} auto TLS since certs given"));
+            }
+        }
+        let client_has_tls = !client_tls.is_empty() || self.auto_tls;
+        let peer_has_tls = !peer_tls.is_empty() || self.peer_auto_tls;
         let listen_client = parse_listen_urls("--listen-client-urls", &self.listen_client_urls)?;
         let listen_peer = parse_listen_urls("--listen-peer-urls", &self.listen_peer_urls)?;
         let listen_metrics = if self.listen_metrics_urls.trim().is_empty() {
@@ -403,6 +510,54 @@ impl Flags {
         } else {
             parse_listen_urls("--listen-metrics-urls", &self.listen_metrics_urls)?
         };
+        for (list, tls, has, side, auth_flag) in [
+            (
+                &listen_client,
+                &client_tls,
+                client_has_tls,
+                "client",
+                "--client-cert-auth",
+            ),
+            (
+                &listen_peer,
+                &peer_tls,
+                peer_has_tls,
+                "peer",
+                "--peer-client-cert-auth",
+            ),
+        ] {
+            for l in list.iter() {
+                if l.plain && !tls.is_empty() {
+                    warnings.push(format!(
+                        "scheme is HTTP while key and cert files are present; ignoring key and cert files ({side}-url http://{})",
+                        l.host
+                    ));
+                }
+                if l.plain && tls.client_cert_auth {
+                    warnings.push(format!(
+                        "scheme is HTTP while {auth_flag} is enabled; ignoring client cert auth for this URL ({side}-url http://{})",
+                        l.host
+                    ));
+                }
+                if l.tls && !has && side == "client" {
+                    return Err(bad(format!(
+                        "TLS key/cert (--cert-file, --key-file) must be provided for client url https://{} with HTTPS scheme",
+                        l.host
+                    )));
+                }
+            }
+        }
+        for (list, has) in [
+            (&listen_peer, peer_has_tls),
+            (&listen_metrics, client_has_tls),
+        ] {
+            if let Some(l) = list.iter().find(|l| l.tls && !has) {
+                return Err(bad(format!(
+                    "cannot listen on TLS for {}: KeyFile and CertFile are not presented",
+                    l.addr
+                )));
+            }
+        }
         let client_urls = parse_urls("--advertise-client-urls", &self.advertise_client_urls)?;
         let my_peer_urls = parse_urls(
             "--initial-advertise-peer-urls",
@@ -472,6 +627,10 @@ impl Flags {
             listen_client,
             listen_peer,
             listen_metrics,
+            client_tls,
+            client_auto_tls: self.auto_tls,
+            peer_tls,
+            peer_auto_tls: self.peer_auto_tls,
             initial_corrupt_check: self.experimental_initial_corrupt_check,
             initial_cluster_state: self.initial_cluster_state,
             log_level: if self.debug {
@@ -480,7 +639,7 @@ impl Flags {
                 self.log_level
             },
             log_outputs,
-            warnings: Vec::new(),
+            warnings,
         })
     }
 }
@@ -502,10 +661,27 @@ fn parse_urls(flag: &str, list: &str) -> Result<Vec<String>, ConfigError> {
     Ok(out)
 }
 
-fn parse_listen_urls(flag: &str, list: &str) -> Result<Vec<SocketAddr>, ConfigError> {
-    let mut addrs = Vec::new();
+/// One listening address and what it serves: `http://` and `https://` URLs naming the same
+/// address share one listener, as in etcd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listen {
+    pub addr: SocketAddr,
+    /// `host:port` as the first URL for this address wrote it (a self-signed certificate's
+    /// names come from it).
+    pub host: String,
+    pub plain: bool,
+    pub tls: bool,
+}
+
+fn parse_listen_urls(flag: &str, list: &str) -> Result<Vec<Listen>, ConfigError> {
+    let mut out: Vec<Listen> = Vec::new();
     for raw in parse_urls(flag, list)? {
         let (host, port) = split_url(&raw).map_err(ConfigError::Invalid)?;
+        let shown = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
         let host = if host == "localhost" {
             "127.0.0.1".to_string()
         } else {
@@ -520,9 +696,21 @@ fn parse_listen_urls(flag: &str, list: &str) -> Result<Vec<SocketAddr>, ConfigEr
                     "invalid value {raw:?} for flag {flag}: cannot resolve {host:?}"
                 ))
             })?;
-        addrs.push(addr);
+        let tls = raw.starts_with("https://");
+        match out.iter_mut().find(|l| l.addr == addr) {
+            Some(l) => {
+                l.tls |= tls;
+                l.plain |= !tls;
+            }
+            None => out.push(Listen {
+                addr,
+                host: shown,
+                plain: !tls,
+                tls,
+            }),
+        }
     }
-    Ok(addrs)
+    Ok(out)
 }
 
 /// Splits `scheme://host:port[/]` into host and port.
