@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::io::{Clock, FsDisk, RuntimeClock, SplitMix64, Transport};
 use crate::peer::{GrpcTransport, PeerService};
 use crate::server::{Server, ServerIo};
+use crate::tls::dial::Dialer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -47,20 +48,22 @@ fn stopped(stop: &watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 's
 struct Tls {
     client: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     peer: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    /// Dials other members' client URLs (forwarded calls, the start-up hash check).
+    client_dialer: Dialer,
+    /// Dials other members' peer URLs.
+    peer_dialer: Dialer,
 }
 
 impl Tls {
     /// Makes `--auto-tls` certificates where asked (in `<data-dir>/fixtures/{client,peer}`, as
     /// etcd keeps them) and builds the server configurations the `https://` URLs need.
     fn resolve(cfg: &Config) -> Result<Tls, RunError> {
+        type Side = (Option<Arc<tokio_rustls::rustls::ServerConfig>>, Dialer);
         let side = |auto: bool,
                     info: &crate::tls::TlsInfo,
                     listens: &[&[crate::config::Listen]],
                     dir: &str|
-         -> Result<Option<Arc<tokio_rustls::rustls::ServerConfig>>, RunError> {
-            if !listens.iter().any(|ls| ls.iter().any(|l| l.tls)) {
-                return Ok(None);
-            }
+         -> Result<Side, RunError> {
             let info = if auto && info.is_empty() {
                 let hosts: Vec<String> = listens[0].iter().map(|l| l.host.clone()).collect();
                 let dir = cfg.server.data_dir.join("fixtures").join(dir);
@@ -68,21 +71,31 @@ impl Tls {
             } else {
                 info.clone()
             };
-            Ok(Some(crate::tls::server::server_config(&info)?))
+            let serves_tls = listens.iter().any(|ls| ls.iter().any(|l| l.tls));
+            let server = if serves_tls {
+                Some(crate::tls::server::server_config(&info)?)
+            } else {
+                None
+            };
+            Ok((server, Dialer::new(&info)?))
         };
+        let (client, client_dialer) = side(
+            cfg.client_auto_tls,
+            &cfg.client_tls,
+            &[&cfg.listen_client, &cfg.listen_metrics],
+            "client",
+        )?;
+        let (peer, peer_dialer) = side(
+            cfg.peer_auto_tls,
+            &cfg.peer_tls,
+            &[&cfg.listen_peer],
+            "peer",
+        )?;
         Ok(Tls {
-            client: side(
-                cfg.client_auto_tls,
-                &cfg.client_tls,
-                &[&cfg.listen_client, &cfg.listen_metrics],
-                "client",
-            )?,
-            peer: side(
-                cfg.peer_auto_tls,
-                &cfg.peer_tls,
-                &[&cfg.listen_peer],
-                "peer",
-            )?,
+            client,
+            peer,
+            client_dialer,
+            peer_dialer,
         })
     }
 
@@ -111,10 +124,6 @@ pub async fn run(
     mut cfg: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
-    let wal_dir = cfg.server.wal_dir();
-    if cfg.server.join_existing && !crate::wal::Wal::exists(&FsDisk, &wal_dir) {
-        discover(&mut cfg.server).await?;
-    }
     // Fail with one clear line when a port is taken, before touching the data dir. Like etcd,
     // even a one-member cluster listens for peers: members can be added to it at runtime.
     let bind = |ls: &[crate::config::Listen]| -> Result<Vec<_>, RunError> {
@@ -134,9 +143,18 @@ pub async fn run(
     let peer_listeners = bind(&cfg.listen_peer)?;
     let metrics_listeners = bind(&cfg.listen_metrics)?;
     let tls = Tls::resolve(&cfg)?;
+    let wal_dir = cfg.server.wal_dir();
+    if cfg.server.join_existing && !crate::wal::Wal::exists(&FsDisk, &wal_dir) {
+        discover(&mut cfg.server, &tls.peer_dialer).await?;
+    }
     let clock: Arc<dyn Clock> = Arc::new(RuntimeClock::new());
     let seed = (clock.wall_unix_nanos() as u64) ^ (u64::from(std::process::id()) << 32);
-    let peers = GrpcTransport::new(cfg.server.cluster_id, cfg.server.member_id, clock.clone());
+    let peers = GrpcTransport::new(
+        cfg.server.cluster_id,
+        cfg.server.member_id,
+        clock.clone(),
+        tls.peer_dialer.clone(),
+    );
     let transport: Arc<dyn Transport> = peers.clone();
     let clock_for_shutdown = clock.clone();
     let io = ServerIo {
@@ -181,7 +199,8 @@ pub async fn run(
                 Arc::new(move |id| removed.contains(members.store(), id).unwrap_or(false));
             let svc =
                 PeerService::new(cluster_id, member_id, inbound.clone(), snap_dir, is_removed);
-            let members = crate::api::peer_cluster_service(server.clone());
+            let members =
+                crate::api::peer_cluster_service(server.clone(), tls.client_dialer.clone());
             let acceptor = Tls::acceptor(&listen, listener, &tls.peer)?;
             tracing::info!(addr = %listen.addr, tls = listen.tls, "serving peer traffic");
             apis.push(tokio::spawn(async move {
@@ -202,7 +221,7 @@ pub async fn run(
         "member started"
     );
     if cfg.initial_corrupt_check {
-        if let Err(e) = check_initial_hash(&server).await {
+        if let Err(e) = check_initial_hash(&server, &tls.client_dialer).await {
             let _ = stop_tx.send(true);
             return Err(e);
         }
@@ -211,8 +230,9 @@ pub async fn run(
         let acceptor = Tls::acceptor(&listen, listener, &tls.client)?;
         tracing::info!(addr = %listen.addr, tls = listen.tls, "ready to serve client requests");
         let (server, stop) = (server.clone(), stopped(&stop_rx));
+        let dialer = tls.client_dialer.clone();
         apis.push(tokio::spawn(async move {
-            crate::api::serve_on(server, acceptor, stop)
+            crate::api::serve_on(server, acceptor, dialer, stop)
                 .await
                 .map_err(|e| e.to_string())
         }));
@@ -280,7 +300,7 @@ pub const INITIAL_HASH_TIMEOUT: std::time::Duration = std::time::Duration::from_
 /// their client URLs). A different hash under the same compaction floor means the data differ:
 /// the member refuses to serve. A peer that cannot answer (down, behind, compacted past the
 /// revision, or with another compaction floor) is skipped with a warning, as in etcd.
-async fn check_initial_hash(server: &Server) -> Result<(), RunError> {
+async fn check_initial_hash(server: &Server, dialer: &Dialer) -> Result<(), RunError> {
     use crate::proto::etcdserverpb::{maintenance_client::MaintenanceClient, HashKvRequest};
     let me = server.config().member_id;
     tracing::info!(member = %format!("{me:x}"), "starting initial corruption check");
@@ -297,8 +317,10 @@ async fn check_initial_hash(server: &Server) -> Result<(), RunError> {
             continue;
         };
         let call = async {
-            let mut client = MaintenanceClient::connect(url.clone())
+            let mut client = dialer
+                .connect(url)
                 .await
+                .map(MaintenanceClient::new)
                 .map_err(|e| e.to_string())?;
             client
                 .hash_kv(HashKvRequest { revision })
@@ -351,7 +373,7 @@ pub const DISCOVERY_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 /// A member started with `--initial-cluster-state existing` and no data learns its id, the
 /// cluster id and the current membership from a running member's peer port; it must have been
 /// added with `member add` first.
-async fn discover(cfg: &mut crate::server::ServerConfig) -> Result<(), RunError> {
+async fn discover(cfg: &mut crate::server::ServerConfig, dialer: &Dialer) -> Result<(), RunError> {
     use crate::proto::etcdserverpb::{cluster_client::ClusterClient, MemberListRequest};
     let mine: Vec<String> = cfg
         .initial_cluster
@@ -366,8 +388,10 @@ async fn discover(cfg: &mut crate::server::ServerConfig) -> Result<(), RunError>
         }
         for url in &m.peer_urls {
             let call = async {
-                let mut client = ClusterClient::connect(url.clone())
+                let mut client = dialer
+                    .connect(url)
                     .await
+                    .map(ClusterClient::new)
                     .map_err(|e| e.to_string())?;
                 client
                     .member_list(MemberListRequest {

@@ -13,14 +13,17 @@ use crate::proto::etcdserverpb::{
 use crate::server::error::RequestError;
 use crate::server::membership;
 use crate::server::Server;
+use crate::tls::dial::Dialer;
 
 pub struct ClusterService {
     server: Server,
+    /// Dials the leader's client URL for forwarded member changes.
+    dialer: Dialer,
 }
 
 impl ClusterService {
-    pub fn new(server: Server) -> Self {
-        ClusterService { server }
+    pub fn new(server: Server, dialer: Dialer) -> Self {
+        ClusterService { server, dialer }
     }
 
     /// A client of the leader's Cluster service when this member is not the leader.
@@ -28,8 +31,11 @@ impl ClusterService {
         let Some(url) = self.server.leader_client_url()? else {
             return Ok(None);
         };
-        let client = ClusterClient::connect(url)
+        let client = self
+            .dialer
+            .connect(&url)
             .await
+            .map(ClusterClient::new)
             .map_err(|_| Status::from(RequestError::NoLeader))?;
         Ok(Some(client))
     }

@@ -72,6 +72,7 @@ use crate::proto::etcdserverpb::{
 };
 use crate::proto::gojson::syntax_error;
 use crate::server::Server;
+use crate::tls::dial::Dialer;
 
 /// The path prefixes etcd 3.4 serves its gateway under.
 pub const PREFIXES: [&str; 2] = ["/v3", "/v3beta"];
@@ -124,11 +125,14 @@ impl Limits {
 }
 
 /// The gateway routes, to be merged into the client port's router.
-pub fn routes(server: Server, maintenance: Arc<MaintenanceService>) -> Router {
+pub fn routes(server: Server, maintenance: Arc<MaintenanceService>, dialer: Dialer) -> Router {
     let limits = Limits::new(&server);
     let kv = Arc::new(KvService::new(server.clone()));
-    let lease = Arc::new(super::lease::LeaseService::new(server.clone()));
-    let cluster = Arc::new(ClusterService::new(server.clone()));
+    let lease = Arc::new(super::lease::LeaseService::new(
+        server.clone(),
+        dialer.clone(),
+    ));
+    let cluster = Arc::new(ClusterService::new(server.clone(), dialer.clone()));
     let mut router = Router::new();
 
     // One unary route: decode the body, call `$svc.$method`, encode the answer.
@@ -223,7 +227,7 @@ pub fn routes(server: Server, maintenance: Arc<MaintenanceService>) -> Router {
     }
     {
         let server = server.clone();
-        let handler = move |body: Body| keep_alive(server.clone(), limits, body);
+        let handler = move |body: Body| keep_alive(server.clone(), dialer.clone(), limits, body);
         for prefix in PREFIXES {
             router = router.route(&format!("{prefix}/lease/keepalive"), post(handler.clone()));
         }
@@ -655,7 +659,7 @@ async fn watch(server: Server, limits: Limits, body: Body) -> Response {
 
 /// `/v3/lease/keepalive`: one renewal per request object, answered in order, as the gRPC
 /// LeaseKeepAlive stream does.
-async fn keep_alive(server: Server, limits: Limits, body: Body) -> Response {
+async fn keep_alive(server: Server, dialer: Dialer, limits: Limits, body: Body) -> Response {
     let mut requests = JsonRequests::new(body, limits);
     let first = match first_request::<LeaseKeepAliveRequest>(&mut requests).await {
         Ok(first) => first,
@@ -666,7 +670,7 @@ async fn keep_alive(server: Server, limits: Limits, body: Body) -> Response {
         let mut forward = None;
         let mut next = first;
         while let Some(req) = next {
-            let answer = super::lease::keep_alive(&server, &mut forward, req.id).await;
+            let answer = super::lease::keep_alive(&server, &dialer, &mut forward, req.id).await;
             let failed = answer.is_err();
             if tx.send(answer).await.is_err() || failed {
                 return;

@@ -17,6 +17,7 @@ use crate::proto::etcdserverpb::{
 };
 use crate::server::error::RequestError;
 use crate::server::Server;
+use crate::tls::dial::Dialer;
 
 /// Keep-alive answers buffered per stream before the stream stops reading requests.
 pub const KEEPALIVE_RESPONSES_MAX: usize = 64;
@@ -38,11 +39,16 @@ fn unreachable_leader<E>(_: E) -> Status {
 }
 
 impl Forward {
-    async fn open(url: String, timeout: std::time::Duration) -> Result<Forward, Status> {
-        let connect = LeaseClient::connect(url.clone());
+    async fn open(
+        dialer: &Dialer,
+        url: String,
+        timeout: std::time::Duration,
+    ) -> Result<Forward, Status> {
+        let connect = dialer.connect(&url);
         let mut client = tokio::time::timeout(timeout, connect)
             .await
             .map_err(unreachable_leader)?
+            .map(LeaseClient::new)
             .map_err(unreachable_leader)?;
         let (requests, rx) = tokio::sync::mpsc::channel(FORWARDED_KEEPALIVES_MAX);
         let call = client.lease_keep_alive(tokio_stream::wrappers::ReceiverStream::new(rx));
@@ -75,6 +81,7 @@ impl Forward {
 /// the leader changed or the stream broke). The gRPC stream and the gateway's both renew here.
 pub(super) async fn keep_alive(
     server: &Server,
+    dialer: &Dialer,
     forward: &mut Option<Forward>,
     id: i64,
 ) -> Result<LeaseKeepAliveResponse, Status> {
@@ -84,7 +91,7 @@ pub(super) async fn keep_alive(
     };
     let timeout = server.config().request_timeout();
     if forward.as_ref().is_none_or(|f| f.url != url) {
-        *forward = Some(Forward::open(url, timeout).await?);
+        *forward = Some(Forward::open(dialer, url, timeout).await?);
     }
     let f = forward.as_mut().expect("opened above");
     match f.renew(id, timeout).await {
@@ -98,11 +105,13 @@ pub(super) async fn keep_alive(
 
 pub struct LeaseService {
     server: Server,
+    /// Dials the leader's client URL for forwarded calls.
+    dialer: Dialer,
 }
 
 impl LeaseService {
-    pub fn new(server: Server) -> Self {
-        LeaseService { server }
+    pub fn new(server: Server, dialer: Dialer) -> Self {
+        LeaseService { server, dialer }
     }
 }
 
@@ -136,7 +145,7 @@ impl Lease for LeaseService {
         request: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
         let mut requests = request.into_inner();
-        let server = self.server.clone();
+        let (server, dialer) = (self.server.clone(), self.dialer.clone());
         let (tx, rx) = tokio::sync::mpsc::channel(KEEPALIVE_RESPONSES_MAX);
         tokio::spawn(async move {
             let mut forward = None;
@@ -149,7 +158,7 @@ impl Lease for LeaseService {
                         return;
                     }
                 };
-                let answer = keep_alive(&server, &mut forward, req.id).await;
+                let answer = keep_alive(&server, &dialer, &mut forward, req.id).await;
                 let failed = answer.is_err();
                 if tx.send(answer).await.is_err() || failed {
                     return;
@@ -170,8 +179,11 @@ impl Lease for LeaseService {
         };
         let timeout = self.server.config().request_timeout();
         let ask = async {
-            let mut leader = LeaseClient::connect(url)
+            let mut leader = self
+                .dialer
+                .connect(&url)
                 .await
+                .map(LeaseClient::new)
                 .map_err(unreachable_leader)?;
             leader.lease_time_to_live(req).await
         };

@@ -30,8 +30,11 @@ use crate::server::Server;
 /// The Cluster service as served on the peer port, where a member started with
 /// `--initial-cluster-state existing` asks the running members who it is.
 #[cfg(not(madsim))]
-pub fn peer_cluster_service(server: Server) -> ClusterServer<cluster::ClusterService> {
-    ClusterServer::new(cluster::ClusterService::new(server))
+pub fn peer_cluster_service(
+    server: Server,
+    dialer: crate::tls::dial::Dialer,
+) -> ClusterServer<cluster::ClusterService> {
+    ClusterServer::new(cluster::ClusterService::new(server, dialer))
 }
 
 /// Largest gRPC message the client API sends (etcd's default client-side receive limit).
@@ -49,11 +52,18 @@ pub async fn serve(
             crate::tls::accept::Acceptor::bind(addr, crate::tls::accept::Serves::plain())
                 .await
                 .map_err(ApiError::Bind)?;
-        serve_on(server, acceptor, shutdown).await
+        serve_on(
+            server,
+            acceptor,
+            crate::tls::dial::Dialer::plain(),
+            shutdown,
+        )
+        .await
     }
     #[cfg(madsim)]
     {
-        let (kv, maintenance, cluster, lease, watch, _) = services(&server);
+        let (kv, maintenance, cluster, lease, watch, _) =
+            services(&server, crate::tls::dial::Dialer::plain());
         tonic::transport::Server::builder()
             .add_service(kv)
             .add_service(maintenance)
@@ -71,6 +81,7 @@ pub async fn serve(
 #[allow(clippy::type_complexity)]
 fn services(
     server: &Server,
+    dialer: crate::tls::dial::Dialer,
 ) -> (
     KvServer<kv::KvService>,
     MaintenanceServer<maintenance::MaintenanceService>,
@@ -87,9 +98,9 @@ fn services(
         std::sync::Arc::new(maintenance::MaintenanceService::new(server.clone()));
     let maintenance = MaintenanceServer::from_arc(maintenance_service.clone())
         .max_decoding_message_size(recv_max);
-    let cluster = ClusterServer::new(cluster::ClusterService::new(server.clone()))
+    let cluster = ClusterServer::new(cluster::ClusterService::new(server.clone(), dialer.clone()))
         .max_decoding_message_size(recv_max);
-    let lease = LeaseServer::new(lease::LeaseService::new(server.clone()))
+    let lease = LeaseServer::new(lease::LeaseService::new(server.clone(), dialer))
         .max_decoding_message_size(recv_max);
     let watch = WatchServer::new(watch::WatchService::new(server.clone()))
         .max_decoding_message_size(recv_max)
@@ -98,14 +109,16 @@ fn services(
 }
 
 /// Serves the client API on the connections `acceptor` yields (plain, TLS or both) until
-/// `shutdown` resolves.
+/// `shutdown` resolves; calls forwarded to the leader's client URL are dialled with `dialer`.
 #[cfg(not(madsim))]
 pub async fn serve_on(
     server: Server,
     acceptor: crate::tls::accept::Acceptor,
+    dialer: crate::tls::dial::Dialer,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ApiError> {
-    let (kv, maintenance, cluster, lease, watch, maintenance_service) = services(&server);
+    let (kv, maintenance, cluster, lease, watch, maintenance_service) =
+        services(&server, dialer.clone());
     // One port for gRPC and plain HTTP (/health, /metrics, /version), as etcd serves them:
     // tonic's routes become an axum router that also answers the HTTP paths.
     let routes = tonic::service::Routes::new(kv)
@@ -114,8 +127,11 @@ pub async fn serve_on(
         .add_service(lease)
         .add_service(watch);
     // etcd's HTTP/JSON gateway (`POST /v3/kv/range`, ...) on the same port.
-    let router = http::routes(server.clone(), routes.into_axum_router())
-        .merge(gateway::routes(server.clone(), maintenance_service));
+    let router = http::routes(server.clone(), routes.into_axum_router()).merge(gateway::routes(
+        server.clone(),
+        maintenance_service,
+        dialer,
+    ));
     // Each connection behind the `:authority` fix that Go clients need (see authority.rs).
     axum::serve(authority::Listener(acceptor), router)
         .with_graceful_shutdown(shutdown)

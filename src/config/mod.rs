@@ -304,6 +304,7 @@ impl Config {
         let mut warnings = gathered.warnings;
         warnings.extend(catalogue::judge(&matches).map_err(ConfigError::Invalid)?);
         let mut cfg = flags.validate()?;
+        warnings.append(&mut cfg.warnings);
         cfg.warnings = warnings;
         Ok(cfg)
     }
@@ -311,7 +312,8 @@ impl Config {
 
 /// The parser: cairn's own flags and the catalogued etcd flags it accepts.
 fn command() -> clap::Command {
-    catalogue::augment(Flags::command())
+    // Go's flag package lets a flag be given again, the last value winning.
+    catalogue::augment(Flags::command()).args_override_self(true)
 }
 
 /// A parse error in the words of Go's flag package, which etcd uses (exit code 2).

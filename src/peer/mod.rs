@@ -29,6 +29,7 @@ use crate::io::{Clock, Disk, Transport};
 use crate::proto::cairnpb::peer_client::PeerClient;
 use crate::proto::cairnpb::peer_server::{Peer, PeerServer};
 use crate::proto::cairnpb::{PeerAck, RaftBatch, SnapshotChunk};
+use crate::tls::dial::Dialer;
 
 /// Raft messages queued for one peer before new ones are dropped.
 pub const PEER_QUEUE_MAX: usize = 4096;
@@ -58,6 +59,8 @@ pub struct GrpcTransport {
     cluster_id: AtomicU64,
     member_id: AtomicU64,
     clock: Arc<dyn Clock>,
+    /// Dials peer URLs: plaintext for `http://`, the peer TLS settings for `https://`.
+    dialer: Dialer,
     peers: Mutex<BTreeMap<u64, PeerLink>>,
 }
 
@@ -68,8 +71,14 @@ struct PeerLink {
 }
 
 impl GrpcTransport {
-    pub fn new(cluster_id: u64, member_id: u64, clock: Arc<dyn Clock>) -> Arc<GrpcTransport> {
+    pub fn new(
+        cluster_id: u64,
+        member_id: u64,
+        clock: Arc<dyn Clock>,
+        dialer: Dialer,
+    ) -> Arc<GrpcTransport> {
         Arc::new(GrpcTransport {
+            dialer,
             removed: Arc::new(tokio::sync::watch::channel(false).0),
             inbound: Mutex::new(None),
             cluster_id: AtomicU64::new(cluster_id),
@@ -108,6 +117,7 @@ impl GrpcTransport {
             url.clone(),
             rx,
             self.clock.clone(),
+            self.dialer.clone(),
             self.removed.clone(),
         ));
         let mut peers = self.peers.lock().expect("peer map lock");
@@ -152,10 +162,11 @@ impl Transport for GrpcTransport {
         let inbound = self.inbound.lock().expect("inbound lock").clone();
         let cluster_id = self.cluster_id.load(Ordering::Relaxed);
         let from = self.member_id.load(Ordering::Relaxed);
+        let dialer = self.dialer.clone();
         tokio::spawn(async move {
             let to = msg.to;
             let result = match url {
-                Some(url) => send_snapshot_file(url, cluster_id, from, msg, &path).await,
+                Some(url) => send_snapshot_file(&dialer, url, cluster_id, from, msg, &path).await,
                 None => Err("no link to the peer".to_string()),
             };
             let _ = std::fs::remove_file(&path);
@@ -226,6 +237,7 @@ async fn run_link(
     url: String,
     mut queue: mpsc::Receiver<Message>,
     clock: Arc<dyn Clock>,
+    dialer: Dialer,
     removed: Arc<tokio::sync::watch::Sender<bool>>,
 ) {
     let mut backoff = RECONNECT_BACKOFF_MIN;
@@ -233,7 +245,7 @@ async fn run_link(
         // Connect eagerly and keep probing an idle link (see the loop below): a member removed
         // from the cluster learns it from its peers' refusal even if it never sends on its own,
         // as a learner does not.
-        let mut client = match PeerClient::connect(url.clone()).await {
+        let mut client = match dialer.connect(&url).await.map(PeerClient::new) {
             Ok(c) => c.max_encoding_message_size(PEER_MESSAGE_BYTES_MAX),
             Err(e) => {
                 tracing::debug!(peer = %format!("{to:x}"), %url, error = %e, "cannot reach peer");
@@ -297,6 +309,7 @@ async fn run_link(
 /// Streams one snapshot file to a peer: the raft message and size first, then the bytes in
 /// chunks of [`SNAPSHOT_CHUNK_BYTES`], with at most [`SNAPSHOT_CHUNKS_IN_FLIGHT`] chunks buffered.
 async fn send_snapshot_file(
+    dialer: &Dialer,
     url: String,
     cluster_id: u64,
     from: u64,
@@ -308,7 +321,7 @@ async fn send_snapshot_file(
     let raft_message = msg.write_to_bytes().map_err(|e| e.to_string())?;
     let mut file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let total_bytes = file.metadata().map_err(|e| e.to_string())?.len();
-    let mut client = PeerClient::connect(url).await.map_err(|e| e.to_string())?;
+    let mut client = PeerClient::new(dialer.connect(&url).await.map_err(|e| e.to_string())?);
     let (tx, rx) = mpsc::channel::<SnapshotChunk>(SNAPSHOT_CHUNKS_IN_FLIGHT);
     let call = tokio::spawn(async move {
         client

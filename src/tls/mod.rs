@@ -17,6 +17,7 @@
 pub mod accept;
 #[cfg(not(madsim))]
 pub mod client;
+pub mod dial;
 pub mod server;
 
 use std::path::{Path, PathBuf};
