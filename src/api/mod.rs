@@ -40,6 +40,33 @@ pub fn peer_cluster_service(
 /// Largest gRPC message the client API sends (etcd's default client-side receive limit).
 pub const GRPC_SEND_BYTES_MAX: usize = usize::MAX >> 1;
 
+/// The client API's gRPC services, each with the server's message size limits, and the one
+/// Maintenance service gRPC and the JSON gateway share (so they share the snapshot limit). A
+/// macro, as the service types differ between tonic and madsim's tonic.
+macro_rules! services {
+    ($server:expr, $dialer:expr) => {{
+        let server: &Server = $server;
+        let recv_max = server.config().max_request_bytes + crate::server::GRPC_OVERHEAD_BYTES;
+        let kv = KvServer::new(kv::KvService::new(server.clone()))
+            .max_decoding_message_size(recv_max)
+            .max_encoding_message_size(GRPC_SEND_BYTES_MAX);
+        let maintenance_service =
+            std::sync::Arc::new(maintenance::MaintenanceService::new(server.clone()));
+        let maintenance = MaintenanceServer::from_arc(maintenance_service.clone())
+            .max_decoding_message_size(recv_max);
+        let dialer: crate::tls::dial::Dialer = $dialer;
+        let cluster =
+            ClusterServer::new(cluster::ClusterService::new(server.clone(), dialer.clone()))
+                .max_decoding_message_size(recv_max);
+        let lease = LeaseServer::new(lease::LeaseService::new(server.clone(), dialer))
+            .max_decoding_message_size(recv_max);
+        let watch = WatchServer::new(watch::WatchService::new(server.clone()))
+            .max_decoding_message_size(recv_max)
+            .max_encoding_message_size(GRPC_SEND_BYTES_MAX);
+        (kv, maintenance, cluster, lease, watch, maintenance_service)
+    }};
+}
+
 /// Serves the client API in plaintext on `addr` until `shutdown` resolves.
 pub async fn serve(
     server: Server,
@@ -63,7 +90,7 @@ pub async fn serve(
     #[cfg(madsim)]
     {
         let (kv, maintenance, cluster, lease, watch, _) =
-            services(&server, crate::tls::dial::Dialer::plain());
+            services!(&server, crate::tls::dial::Dialer::plain());
         tonic::transport::Server::builder()
             .add_service(kv)
             .add_service(maintenance)
@@ -76,38 +103,6 @@ pub async fn serve(
     }
 }
 
-/// The client API's gRPC services, each with the server's message size limits, and the one
-/// Maintenance service gRPC and the JSON gateway share (so they share the snapshot limit).
-#[allow(clippy::type_complexity)]
-fn services(
-    server: &Server,
-    dialer: crate::tls::dial::Dialer,
-) -> (
-    KvServer<kv::KvService>,
-    MaintenanceServer<maintenance::MaintenanceService>,
-    ClusterServer<cluster::ClusterService>,
-    LeaseServer<lease::LeaseService>,
-    WatchServer<watch::WatchService>,
-    std::sync::Arc<maintenance::MaintenanceService>,
-) {
-    let recv_max = server.config().max_request_bytes + crate::server::GRPC_OVERHEAD_BYTES;
-    let kv = KvServer::new(kv::KvService::new(server.clone()))
-        .max_decoding_message_size(recv_max)
-        .max_encoding_message_size(GRPC_SEND_BYTES_MAX);
-    let maintenance_service =
-        std::sync::Arc::new(maintenance::MaintenanceService::new(server.clone()));
-    let maintenance = MaintenanceServer::from_arc(maintenance_service.clone())
-        .max_decoding_message_size(recv_max);
-    let cluster = ClusterServer::new(cluster::ClusterService::new(server.clone(), dialer.clone()))
-        .max_decoding_message_size(recv_max);
-    let lease = LeaseServer::new(lease::LeaseService::new(server.clone(), dialer))
-        .max_decoding_message_size(recv_max);
-    let watch = WatchServer::new(watch::WatchService::new(server.clone()))
-        .max_decoding_message_size(recv_max)
-        .max_encoding_message_size(GRPC_SEND_BYTES_MAX);
-    (kv, maintenance, cluster, lease, watch, maintenance_service)
-}
-
 /// Serves the client API on the connections `acceptor` yields (plain, TLS or both) until
 /// `shutdown` resolves; calls forwarded to the leader's client URL are dialled with `dialer`.
 #[cfg(not(madsim))]
@@ -118,7 +113,7 @@ pub async fn serve_on(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ApiError> {
     let (kv, maintenance, cluster, lease, watch, maintenance_service) =
-        services(&server, dialer.clone());
+        services!(&server, dialer.clone());
     // One port for gRPC and plain HTTP (/health, /metrics, /version), as etcd serves them:
     // tonic's routes become an axum router that also answers the HTTP paths.
     let routes = tonic::service::Routes::new(kv)
