@@ -891,6 +891,7 @@ impl std::io::Write for LogTee {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     /// Parses with an empty environment, so the tests do not depend on the caller's.
     fn parse(a: &[String]) -> Result<Config, ConfigError> {
@@ -1049,10 +1050,8 @@ mod tests {
     #[test]
     fn tls_and_other_flags_that_must_not_be_ignored_stop_the_start() {
         for bad in [
-            vec!["--cert-file", "/c.pem"],
-            vec!["--peer-auto-tls"],
-            vec!["--client-cert-auth=true"],
-            vec!["--listen-peer-urls", "https://127.0.0.1:2380"],
+            vec!["--peer-cert-allowed-cn", "member"],
+            vec!["--client-cert-allowed-hostname", "client.example"],
             vec!["--discovery", "https://discovery.etcd.io/x"],
             vec!["--proxy", "on"],
             vec!["--force-new-cluster"],
@@ -1065,9 +1064,25 @@ mod tests {
         parse(&args(&[
             "--client-cert-auth=false",
             "--proxy=off",
-            "--cert-file=",
+            "--peer-cert-allowed-cn=",
         ]))
         .unwrap();
+        // TLS itself is taken: https URLs with their certificates (whether the files exist and
+        // match is checked at start, tests/tls.rs).
+        let cfg = parse(&args(&[
+            "--listen-client-urls=https://127.0.0.1:2379",
+            "--advertise-client-urls=https://127.0.0.1:2379",
+            "--cert-file=/c.pem",
+            "--key-file=/k.pem",
+            "--peer-auto-tls",
+        ]))
+        .unwrap();
+        assert!(cfg.listen_client.iter().all(|l| l.tls && !l.plain));
+        assert_eq!(
+            cfg.client_tls.cert_file.as_deref(),
+            Some(Path::new("/c.pem"))
+        );
+        assert!(cfg.peer_auto_tls);
     }
 
     #[test]
@@ -1188,21 +1203,31 @@ mod tests {
         assert_eq!(cfg.server.data_dir, PathBuf::from("/var/lib/infra1"));
         assert_eq!(cfg.server.snapshot_count, 10_000);
         assert!(!cfg.server.strict_reconfig_check);
+        let addrs: Vec<SocketAddr> = cfg.listen_client.iter().map(|l| l.addr).collect();
         assert_eq!(
-            cfg.listen_client,
+            addrs,
             vec!["127.0.0.1:23790".parse::<SocketAddr>().unwrap()]
         );
+        assert!(cfg.listen_client.iter().all(|l| l.plain && !l.tls));
         assert_eq!(cfg.log_outputs, vec!["stdout"]);
         assert_eq!(cfg.warnings.len(), 1, "{:?}", cfg.warnings);
         assert!(cfg.warnings[0].ends_with("ignored unknown key some-future-key"));
-        // From the environment too, and TLS asked for in the file is refused like the flag.
-        std::fs::write(&path, "client-transport-security:\n  cert-file: /c.pem\n").unwrap();
+        // From the environment too; TLS settings in the file land where the flags' do.
+        std::fs::write(
+            &path,
+            "client-transport-security:\n  cert-file: /c.pem\n  key-file: /k.pem\n",
+        )
+        .unwrap();
+        let cfg = parse_env(&[], &[("ETCD_CONFIG_FILE", file)]).unwrap();
+        assert_eq!(
+            cfg.client_tls.key_file.as_deref(),
+            Some(Path::new("/k.pem"))
+        );
+        // A check cairn does not make yet is refused, from the file as from the flag.
+        std::fs::write(&path, "peer-transport-security:\n  allowed-cn: member\n").unwrap();
         let (code, m) = message(parse_env(&[], &[("ETCD_CONFIG_FILE", file)]));
         assert_eq!(code, 1);
-        assert!(
-            m.starts_with("--cert-file=/c.pem: TLS is not supported yet"),
-            "{m}"
-        );
+        assert!(m.starts_with("--peer-cert-allowed-cn=member:"), "{m}");
     }
 
     #[test]
@@ -1252,10 +1277,9 @@ mod tests {
         assert_eq!(format!("{:x}", cfg.server.member_id), "8e9e05c52164694d");
         assert_eq!(format!("{:x}", cfg.server.cluster_id), "cdf818194e3a8c32");
         assert_eq!(cfg.server.data_dir, PathBuf::from("default.cairn"));
-        assert_eq!(
-            cfg.listen_client,
-            vec!["127.0.0.1:2379".parse::<SocketAddr>().unwrap()]
-        );
+        let addrs: Vec<SocketAddr> = cfg.listen_client.iter().map(|l| l.addr).collect();
+        assert_eq!(addrs, vec!["127.0.0.1:2379".parse::<SocketAddr>().unwrap()]);
+        assert!(cfg.listen_client.iter().all(|l| l.plain && !l.tls));
         assert_eq!(cfg.server.max_request_bytes, 1_572_864);
         assert_eq!(cfg.server.max_txn_ops, 128);
     }

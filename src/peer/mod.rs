@@ -110,11 +110,14 @@ impl GrpcTransport {
             return;
         }
         let (tx, rx) = mpsc::channel(PEER_QUEUE_MAX);
+        let ends = LinkEnds {
+            cluster_id: self.cluster_id.load(Ordering::Relaxed),
+            from: self.member_id.load(Ordering::Relaxed),
+            to: id,
+            url: url.clone(),
+        };
         let task = tokio::spawn(run_link(
-            self.cluster_id.load(Ordering::Relaxed),
-            self.member_id.load(Ordering::Relaxed),
-            id,
-            url.clone(),
+            ends,
             rx,
             self.clock.clone(),
             self.dialer.clone(),
@@ -229,17 +232,28 @@ impl Transport for GrpcTransport {
     }
 }
 
-/// One peer's sender: connect, stream batches until the stream breaks, back off, reconnect.
-async fn run_link(
+/// Who a link joins: this member and the peer, in one cluster, at the peer's URL.
+struct LinkEnds {
     cluster_id: u64,
     from: u64,
     to: u64,
     url: String,
+}
+
+/// One peer's sender: connect, stream batches until the stream breaks, back off, reconnect.
+async fn run_link(
+    ends: LinkEnds,
     mut queue: mpsc::Receiver<Message>,
     clock: Arc<dyn Clock>,
     dialer: Dialer,
     removed: Arc<tokio::sync::watch::Sender<bool>>,
 ) {
+    let LinkEnds {
+        cluster_id,
+        from,
+        to,
+        url,
+    } = ends;
     let mut backoff = RECONNECT_BACKOFF_MIN;
     loop {
         // Connect eagerly and keep probing an idle link (see the loop below): a member removed
