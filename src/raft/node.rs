@@ -1363,6 +1363,13 @@ impl Node {
         };
         if let Ok((_, events)) = &result {
             self.lessor.on_events(events);
+            let puts = events
+                .iter()
+                .filter(|e| e.r#type == crate::proto::mvccpb::event::EventType::Put as i32)
+                .count() as u64;
+            self.metrics
+                .mvcc_puts
+                .fetch_add(puts, std::sync::atomic::Ordering::Relaxed);
         }
         let term = self.raw.raft.term;
         let reply = match result {

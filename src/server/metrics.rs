@@ -68,6 +68,8 @@ pub struct Metrics {
     pub backend_commit: Histogram,
     pub read_indexes: AtomicU64,
     pub read_index_failures: AtomicU64,
+    /// Keys written by applied entries (etcd's `etcd_mvcc_put_total`).
+    pub mvcc_puts: AtomicU64,
 }
 
 /// Values read at render time rather than counted.
@@ -88,9 +90,11 @@ pub struct Gauges {
 impl Metrics {
     pub fn render(&self, g: Gauges) -> String {
         let mut out = String::new();
+        // `name` may carry labels (`name{label="value"}`); HELP and TYPE name the bare metric.
         let mut gauge = |name: &str, help: &str, kind: &str, v: String| {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
+            let bare = name.split('{').next().unwrap_or(name);
+            let _ = writeln!(out, "# HELP {bare} {help}");
+            let _ = writeln!(out, "# TYPE {bare} {kind}");
             let _ = writeln!(out, "{name} {v}");
         };
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed).to_string();
@@ -161,6 +165,21 @@ impl Metrics {
             load(&self.read_index_failures),
         );
         gauge(
+            "etcd_mvcc_put_total",
+            "Total number of puts seen by this member.",
+            "counter",
+            load(&self.mvcc_puts),
+        );
+        gauge(
+            &format!(
+                "etcd_server_version{{server_version=\"{}\"}}",
+                super::ETCD_API_VERSION
+            ),
+            "Which version is running. 1 for 'server_version' label with current version.",
+            "gauge",
+            "1".into(),
+        );
+        gauge(
             "etcd_mvcc_db_total_size_in_bytes",
             "Total size of the underlying database physically allocated in bytes.",
             "gauge",
@@ -225,6 +244,8 @@ mod tests {
         assert!(text.contains("etcd_disk_wal_fsync_duration_seconds_count 2\n"));
         assert!(text.contains("etcd_server_leader_changes_seen_total 2\n"));
         assert!(text.contains("etcd_server_has_leader 1\n"));
+        assert!(text.contains("etcd_server_version{server_version=\"3.4.23\"} 1\n"));
+        assert!(text.contains("# TYPE etcd_server_version gauge\n"));
         assert!(text.contains("etcd_server_term 7\n"));
     }
 }

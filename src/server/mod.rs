@@ -492,6 +492,13 @@ impl Server {
     /// `GET /health`: healthy when the member knows a leader and a linearizable read (a ReadIndex
     /// round) completes within `timeout` — that is, the cluster can still commit.
     pub async fn health(&self, timeout: Duration) -> Result<(), String> {
+        // etcd 3.4: any raised alarm (NOSPACE, CORRUPT) makes the member unhealthy.
+        if let Some(alarm) = self.alarms().first() {
+            let kind = crate::proto::etcdserverpb::AlarmType::try_from(alarm.alarm)
+                .map(|a| a.as_str_name())
+                .unwrap_or("UNKNOWN");
+            return Err(format!("alarm {kind} on member {:x}", alarm.member_id));
+        }
         if self.node_status().leader == 0 {
             return Err("RAFT NO LEADER".into());
         }
