@@ -224,7 +224,12 @@ impl Drop for Proc {
 
 /// `etcdctl --endpoints endpoint <tls> <args>`, bounded.
 fn ctl(endpoint: &str, tls: &[String], args: &[&str]) -> Output {
-    let mut cmd = Command::new(etcdctl_bin());
+    ctl_with(&etcdctl_bin(), endpoint, tls, args)
+}
+
+/// [`ctl`] with another etcdctl-compatible tool (cairnctl).
+fn ctl_with(tool: &Path, endpoint: &str, tls: &[String], args: &[&str]) -> Output {
+    let mut cmd = Command::new(tool);
     cmd.env_clear()
         .env("ETCDCTL_API", "3")
         .env("PATH", "/usr/bin:/bin")
@@ -306,6 +311,126 @@ fn a_tls_client_port_serves_certified_clients_and_refuses_the_others_as_etcd_doe
         assert_ne!(e.1, Some(0), "etcd served {}", e.0);
     }
     assert_eq!(cairn[1].2, "k\nv\n");
+}
+
+#[test]
+fn cairnctl_takes_etcdctls_tls_flags_against_etcd_and_cairn() {
+    let certs = Certs::new();
+    let cairnctl = PathBuf::from(env!("CARGO_BIN_EXE_cairnctl"));
+    let flags = |list: &[&str]| -> Vec<String> {
+        list.iter()
+            .map(|f| f.replace("{dir}", &certs.path("")))
+            .collect()
+    };
+    let client = flags(&[
+        "--cacert={dir}ca.crt",
+        "--cert={dir}client.crt",
+        "--key={dir}client.key",
+    ]);
+    for kind in KINDS {
+        let port = free_port();
+        let url = format!("https://127.0.0.1:{port}");
+        let bare = format!("127.0.0.1:{port}");
+        let mut p = Proc::spawn(kind, &single(port, &url, &certs.server_flags()));
+        p.wait_ready(&url, &certs.ctl("client"));
+        let snap_dir = tempfile::tempdir().unwrap();
+        let cases: Vec<(&str, &str, Vec<String>, Vec<String>)> = vec![
+            ("put", &url, client.clone(), flags(&["put", "k", "v"])),
+            (
+                "no scheme: TLS by the flags",
+                &bare,
+                client.clone(),
+                flags(&["get", "k"]),
+            ),
+            (
+                "no client certificate",
+                &url,
+                flags(&["--cacert={dir}ca.crt"]),
+                flags(&["get", "k"]),
+            ),
+            (
+                "a stranger's certificate",
+                &url,
+                flags(&[
+                    "--cacert={dir}ca.crt",
+                    "--cert={dir}stranger.crt",
+                    "--key={dir}stranger.key",
+                ]),
+                flags(&["get", "k"]),
+            ),
+            ("https without a CA", &url, Vec::new(), flags(&["get", "k"])),
+            (
+                "skip verification",
+                &url,
+                flags(&[
+                    "--insecure-transport=false",
+                    "--insecure-skip-tls-verify",
+                    "--cert={dir}client.crt",
+                    "--key={dir}client.key",
+                ]),
+                flags(&["get", "k", "--print-value-only"]),
+            ),
+            (
+                "a certificate without its key",
+                &url,
+                flags(&["--cert={dir}client.crt"]),
+                flags(&["get", "k"]),
+            ),
+            (
+                "a missing CA file",
+                &url,
+                flags(&["--cacert={dir}nope.crt"]),
+                flags(&["get", "k"]),
+            ),
+            (
+                "endpoint health",
+                &url,
+                client.clone(),
+                flags(&["endpoint", "health"]),
+            ),
+            (
+                "snapshot save",
+                &url,
+                client.clone(),
+                vec![
+                    "snapshot".into(),
+                    "save".into(),
+                    snap_dir.path().join("s.db").display().to_string(),
+                ],
+            ),
+        ];
+        for (what, endpoint, tls, args) in &cases {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let e = ctl(endpoint, tls, &args);
+            let c = ctl_with(&cairnctl, endpoint, tls, &args);
+            let show = |o: &Output| {
+                (
+                    o.code,
+                    o.stdout.clone(),
+                    if o.success() {
+                        String::new()
+                    } else {
+                        last_error(o)
+                    },
+                )
+            };
+            let (e, c) = (show(&e), show(&c));
+            // endpoint health prints how long the check took.
+            let took = |t: &str| t.split(" took = ").next().unwrap_or_default().to_string();
+            assert_eq!(
+                (e.0, took(&e.1), &e.2),
+                (c.0, took(&c.1), &c.2),
+                "{} server, {what}: etcdctl {e:?}, cairnctl {c:?}",
+                kind.label()
+            );
+        }
+        // The snapshot cairnctl saved over TLS is the server's database, as etcdctl's is.
+        let saved = std::fs::metadata(snap_dir.path().join("s.db"))
+            .unwrap()
+            .len();
+        assert!(saved > 0, "{}: empty snapshot", kind.label());
+        drop(p);
+    }
 }
 
 #[test]

@@ -20,9 +20,15 @@
 
 use std::future::Future;
 use std::io::Write;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio_rustls::rustls;
 use tonic::transport::{Channel, Endpoint};
+
+use crate::tls;
+use crate::tls::client::{client_config, ClientFiles};
+use crate::tls::TlsError;
 use tonic::{Code, Status};
 
 use super::{clock, gofmt};
@@ -207,6 +213,56 @@ pub struct Client {
     last_dial_error: Option<String>,
     /// The auth token sent with every request, once `--user` has authenticated.
     token: Option<String>,
+    security: Security,
+}
+
+/// How cairnctl secures its connections, as etcdctl and clientv3 decide it per endpoint: an
+/// `http://` endpoint is always plaintext; an `https://` one is TLS with the flags'
+/// configuration, or with the system's CAs when no TLS flag was given; an endpoint with no
+/// scheme is TLS exactly when a TLS flag (`--cacert`, `--cert`, `--key`,
+/// `--insecure-transport=false`) was given.
+#[derive(Clone, Default)]
+pub struct Security {
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl std::fmt::Debug for Security {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Security")
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+impl Security {
+    /// Plaintext unless an endpoint says `https://`.
+    pub fn plain() -> Security {
+        Security::default()
+    }
+
+    /// TLS with the configuration `files` gives.
+    pub fn tls(files: &ClientFiles) -> Result<Security, TlsError> {
+        Ok(Security {
+            tls: Some(client_config(files)?),
+        })
+    }
+
+    /// The TLS configuration to dial `scheme` with (None: plaintext).
+    fn for_scheme(
+        &self,
+        scheme: Option<&str>,
+    ) -> Result<Option<Arc<rustls::ClientConfig>>, String> {
+        match scheme {
+            Some("https") | Some("unixs") => match &self.tls {
+                Some(c) => Ok(Some(c.clone())),
+                None => client_config(&ClientFiles::default())
+                    .map(Some)
+                    .map_err(|e| e.to_string()),
+            },
+            Some(_) => Ok(None),
+            None => Ok(self.tls.clone()),
+        }
+    }
 }
 
 /// One attempt of a call: the channel to use, the time left before the deadline, and the
@@ -239,10 +295,14 @@ impl Attempt {
 }
 
 impl Client {
-    pub fn new(endpoints: Vec<String>, style: TargetStyle) -> Self {
+    pub fn new(endpoints: Vec<String>, style: TargetStyle, security: &Security) -> Self {
         let first = endpoints.first().cloned().unwrap_or_default();
         let target = match style {
-            TargetStyle::Balancer => format!("endpoint://client-{}/{first}", clock::uuid_v4()),
+            // clientv3 names the balancer's target by the endpoint's host, without its scheme.
+            TargetStyle::Balancer => {
+                let host = first.split_once("://").map_or(first.as_str(), |(_, h)| h);
+                format!("endpoint://client-{}/{host}", clock::uuid_v4())
+            }
             TargetStyle::Passthrough => format!("passthrough:///{first}"),
         };
         Client {
@@ -252,6 +312,7 @@ impl Client {
             channel: None,
             last_dial_error: None,
             token: None,
+            security: security.clone(),
         }
     }
 
@@ -425,7 +486,7 @@ impl Client {
                     }
                     None => None,
                 };
-                match dial(&ep, left).await {
+                match dial(&ep, left, &self.security).await {
                     Ok(ch) => {
                         self.channel = Some(ch.clone());
                         return Ok(ch);
@@ -488,37 +549,89 @@ pub fn endpoint_uri(ep: &str) -> String {
     }
 }
 
-async fn dial(ep: &str, left: Option<Duration>) -> Result<Channel, DialError> {
-    let address = ep
-        .trim_start_matches("http://")
-        .trim_start_matches("https://")
-        .to_string();
-    let endpoint = Endpoint::from_shared(endpoint_uri(ep))
+async fn dial(ep: &str, left: Option<Duration>, security: &Security) -> Result<Channel, DialError> {
+    let scheme = ["http", "https", "unix", "unixs"]
+        .into_iter()
+        .find(|s| ep.starts_with(&format!("{s}://")));
+    let address = match scheme {
+        Some(s) => ep[s.len() + 3..].to_string(),
+        None => ep.to_string(),
+    };
+    let tls = security
+        .for_scheme(scheme)
         .map_err(|e| DialError::Failed(format!("dial tcp {address}: {e}")))?;
-    let connect = endpoint.connect();
-    let result = match left {
+    let connect = async {
+        match tls {
+            None => Endpoint::from_shared(endpoint_uri(ep))
+                .map_err(|e| DialError::Failed(format!("dial tcp {address}: {e}")))?
+                .connect()
+                .await
+                .map_err(|e| dial_error(&address, &e)),
+            Some(config) => tls::dial::Dialer::with_config(config)
+                .connect(&format!("https://{address}"))
+                .await
+                .map_err(|e| dial_error(&address, &e)),
+        }
+    };
+    match left {
         Some(left) => match tokio::time::timeout(left, connect).await {
             Ok(r) => r,
-            Err(_) => return Err(DialError::Timeout),
+            Err(_) => Err(DialError::Timeout),
         },
         None => connect.await,
-    };
-    result.map_err(|e| {
-        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-        while let Some(s) = source {
-            if let Some(io) = s.downcast_ref::<std::io::Error>() {
-                let what = match io.kind() {
-                    std::io::ErrorKind::ConnectionRefused => {
-                        "connect: connection refused".to_string()
-                    }
-                    _ => io.to_string(),
-                };
-                return DialError::Failed(format!("dial tcp {address}: {what}"));
-            }
-            source = s.source();
+    }
+}
+
+/// grpc-go's words for a failed dial: Go's `net` error for TCP, and the handshake's own
+/// (`transport: authentication handshake failed: x509: …`) for TLS.
+fn dial_error(address: &str, e: &(dyn std::error::Error + 'static)) -> DialError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(tls) = s.downcast_ref::<rustls::Error>() {
+            return DialError::Failed(format!(
+                "transport: authentication handshake failed: {}",
+                go_tls_error(tls)
+            ));
         }
-        DialError::Failed(format!("dial tcp {address}: {e}"))
-    })
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if let Some(tls) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                return DialError::Failed(format!(
+                    "transport: authentication handshake failed: {}",
+                    go_tls_error(tls)
+                ));
+            }
+            let what = match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => "connect: connection refused".to_string(),
+                _ => io.to_string(),
+            };
+            return DialError::Failed(format!("dial tcp {address}: {what}"));
+        }
+        source = s.source();
+    }
+    DialError::Failed(format!("dial tcp {address}: {e}"))
+}
+
+/// Go's crypto/tls and crypto/x509 texts for the handshake failures a user meets.
+fn go_tls_error(e: &rustls::Error) -> String {
+    use rustls::{CertificateError, Error};
+    match e {
+        Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
+            "x509: certificate signed by unknown authority".into()
+        }
+        Error::InvalidCertificate(CertificateError::Expired)
+        | Error::InvalidCertificate(CertificateError::ExpiredContext { .. }) => {
+            "x509: certificate has expired or is not yet valid".into()
+        }
+        Error::InvalidCertificate(CertificateError::NotValidForName)
+        | Error::InvalidCertificate(CertificateError::NotValidForNameContext { .. }) => {
+            "x509: certificate is not valid for the requested name".into()
+        }
+        Error::AlertReceived(rustls::AlertDescription::CertificateRequired)
+        | Error::AlertReceived(rustls::AlertDescription::BadCertificate) => {
+            "remote error: tls: bad certificate".into()
+        }
+        other => other.to_string(),
+    }
 }
 
 /// How many requests a stream's sending half holds before the sender waits.

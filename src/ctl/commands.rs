@@ -8,6 +8,7 @@
 //! format-specific restrictions such as `--print-value-only` checked.
 
 use std::io::{BufRead, Write};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -24,13 +25,14 @@ use crate::proto::etcdserverpb::{
     StatusRequest, TxnRequest,
 };
 
-use super::client::{self, CallError, Client, Retry, TargetStyle};
+use super::client::{self, CallError, Client, Retry, Security, TargetStyle};
 use super::flags::{env_name, EnvNotice, Flags};
 use super::printer::{EpHashKv, EpHealth, EpStatus, Format, Printer};
 use super::{
     clock, gofmt, ops, txn_parse, Console, Fail, EXIT_BAD_ARGS, EXIT_BAD_CONNECTION,
     EXIT_BAD_FEATURE, EXIT_ERROR, EXIT_INVALID_INPUT,
 };
+use crate::tls::client::ClientFiles;
 
 /// What every networked command needs, read the way etcdctl's `clientConfigFromCmd` reads it.
 #[derive(Clone)]
@@ -41,6 +43,8 @@ pub struct Config {
     pub printer: Printer,
     /// `--user` (and `--password`): user name and password.
     pub auth: Option<(String, String)>,
+    /// TLS or plaintext, from `--cacert`, `--cert`, `--key` and the `--insecure-*` flags.
+    pub security: Security,
 }
 
 impl Config {
@@ -51,11 +55,6 @@ impl Config {
 
 fn nanos_to_duration(nanos: i128) -> Duration {
     Duration::from_nanos(u64::try_from(nanos.max(0)).unwrap_or(u64::MAX))
-}
-
-/// Go's text for a failed `open` (`open <path>: no such file or directory`).
-fn open_error(path: &str, e: &std::io::Error) -> String {
-    format!("open {path}: {}", gofmt::os_error_reason(e))
 }
 
 /// etcdctl's `clientConfigFromCmd` + `mustClient`: applies `ETCDCTL_*` variables to the inherited
@@ -112,19 +111,25 @@ pub fn client_config(
     let auth = auth_config(flags, io)?;
     let format = Format::parse(&flags.str("write-out"))
         .ok_or_else(|| Fail::Error(EXIT_BAD_FEATURE, "unsupported output format".into()))?;
-    let tls_files = [flags.str("cert"), flags.str("key"), flags.str("cacert")];
-    for path in tls_files.iter().filter(|p| !p.is_empty()) {
-        if let Err(e) = std::fs::read(path) {
-            return Err(Fail::Error(EXIT_BAD_ARGS, open_error(path, &e)));
-        }
-    }
-    if tls_files.iter().any(|p| !p.is_empty()) || !flags.bool("insecure-transport") {
-        return Err(Fail::Error(
-            EXIT_ERROR,
-            "cairnctl does not support TLS (--cert, --key, --cacert, --insecure-transport=false) yet"
-                .into(),
-        ));
-    }
+    // etcdctl's secureCfgFromCmd and newClientCfg: any TLS file, or --insecure-transport=false,
+    // makes a TLS configuration; --insecure-skip-tls-verify applies only to it.
+    let path = |name: &str| {
+        Some(flags.str(name))
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+    };
+    let files = ClientFiles {
+        ca: path("cacert"),
+        cert: path("cert"),
+        key: path("key"),
+        skip_verify: flags.bool("insecure-skip-tls-verify"),
+    };
+    let any_file = files.ca.is_some() || files.cert.is_some() || files.key.is_some();
+    let security = if any_file || !flags.bool("insecure-transport") {
+        Security::tls(&files).map_err(|e| Fail::Error(EXIT_BAD_ARGS, e.to_string()))?
+    } else {
+        Security::plain()
+    };
     let endpoints = flags.slice("endpoints");
     if endpoints.is_empty() {
         return Err(Fail::Error(
@@ -142,6 +147,7 @@ pub fn client_config(
             value_only: false,
         },
         auth,
+        security,
     })
 }
 
@@ -231,7 +237,7 @@ pub(super) async fn authenticate(
 /// etcdctl's `mustClientFromCmd`: a client over all endpoints, authenticated; a failure to
 /// authenticate is a bad connection (exit 2).
 pub(super) async fn open_client(cfg: &Config, log: &mut dyn Write) -> Result<Client, Fail> {
-    let mut c = Client::new(cfg.endpoints.clone(), TargetStyle::Balancer);
+    let mut c = Client::new(cfg.endpoints.clone(), TargetStyle::Balancer, &cfg.security);
     authenticate(&mut c, log, cfg)
         .await
         .map_err(|e| Fail::Error(EXIT_BAD_CONNECTION, e.etcdctl_text()))?;
@@ -542,7 +548,7 @@ pub async fn defrag(
     let endpoints = target_endpoints(&flags, &cfg, io).await?;
     let mut failures = 0;
     for ep in endpoints {
-        let mut c = Client::new(vec![ep.clone()], TargetStyle::Passthrough);
+        let mut c = Client::new(vec![ep.clone()], TargetStyle::Passthrough, &cfg.security);
         let result = match authenticate(&mut main, io.err, &cfg).await {
             Err(e) => Err(e),
             Ok(()) => {
@@ -596,7 +602,7 @@ pub(super) async fn target_endpoints(
         return Ok(cfg.endpoints.clone());
     }
     // Without credentials: etcdctl does not authenticate for the member list.
-    let mut c = Client::new(cfg.endpoints.clone(), TargetStyle::Balancer);
+    let mut c = Client::new(cfg.endpoints.clone(), TargetStyle::Balancer, &cfg.security);
     let req = MemberListRequest::default();
     let resp = c
         .unary(
@@ -643,7 +649,7 @@ pub async fn endpoint_status(
     for ep in endpoints {
         // clientv3's Status dials the one endpoint directly, and the dial fetches a fresh token
         // through the main client.
-        let mut c = Client::new(vec![ep.clone()], TargetStyle::Passthrough);
+        let mut c = Client::new(vec![ep.clone()], TargetStyle::Passthrough, &cfg.security);
         let result = match authenticate(&mut main, io.err, &cfg).await {
             Err(e) => Err(e),
             Ok(()) => {
@@ -704,7 +710,7 @@ pub async fn endpoint_hashkv(
     let mut list = Vec::new();
     let mut last_error = None;
     for ep in endpoints {
-        let mut c = Client::new(vec![ep.clone()], TargetStyle::Passthrough);
+        let mut c = Client::new(vec![ep.clone()], TargetStyle::Passthrough, &cfg.security);
         let result = match authenticate(&mut main, io.err, &cfg).await {
             Err(e) => Err(e),
             Ok(()) => {
@@ -745,7 +751,7 @@ pub async fn endpoint_hashkv(
 /// reads the alarm list; 3.4 does not.)
 async fn check_health(ep: String, cfg: &Config) -> (EpHealth, Vec<u8>) {
     let mut log = Vec::new();
-    let mut c = Client::new(vec![ep.clone()], TargetStyle::Balancer);
+    let mut c = Client::new(vec![ep.clone()], TargetStyle::Balancer, &cfg.security);
     if let Err(e) = authenticate(&mut c, &mut log, cfg).await {
         let h = EpHealth {
             endpoint: ep,

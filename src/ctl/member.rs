@@ -297,7 +297,7 @@ pub async fn move_leader(
         };
         let mut cli = open_client(&single, io.err).await?;
         // The status comes from a direct dial of the endpoint, with the client's token.
-        let mut direct = Client::new(vec![ep.clone()], TargetStyle::Passthrough);
+        let mut direct = Client::new(vec![ep.clone()], TargetStyle::Passthrough, &cfg.security);
         if let Err(e) = authenticate(&mut cli, io.err, &single).await {
             return Err(failed(e));
         }

@@ -17,9 +17,10 @@
 //! `lease grant|revoke|timetolive|list|keep-alive`, `watch` (with `-i` and `-- <command>`),
 //! `version` and `help`, with the global flags `--endpoints`,
 //! `--dial-timeout`, `--command-timeout`, `--hex`, `-w simple|json|fields|table|protobuf`,
-//! `--user`/`--password` and `--debug`, each also read from its `ETCDCTL_*` variable. The
-//! keepalive flags and `--insecure-skip-tls-verify` are accepted and ignored; TLS files and DNS
-//! discovery are refused with an error. `get` also takes `--count-only` (as in etcdctl 3.5) and
+//! `--user`/`--password`, `--debug` and the TLS flags (`--cacert`, `--cert`, `--key`,
+//! `--insecure-transport`, `--insecure-skip-tls-verify`, with clientv3's choice of TLS per
+//! endpoint, [`client::Security`]), each also read from its `ETCDCTL_*` variable. The keepalive
+//! flags are accepted and ignored; DNS discovery is refused with an error. `get` also takes `--count-only` (as in etcdctl 3.5) and
 //! `--min-mod-rev`, `--max-mod-rev`, `--min-create-rev`, `--max-create-rev`, which etcdctl 3.4
 //! lacks; nothing else is added. The other etcdctl commands answer that cairnctl does not
 //! implement them yet.

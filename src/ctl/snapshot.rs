@@ -70,7 +70,11 @@ pub async fn save(
     let path = &args[0];
     let part = format!("{path}.part");
     let fail = |e: String| Fail::Error(EXIT_INTERRUPTED, e);
-    let mut c = Client::new(cfg.endpoints.clone(), TargetStyle::Passthrough);
+    let mut c = Client::new(
+        cfg.endpoints.clone(),
+        TargetStyle::Passthrough,
+        &cfg.security,
+    );
     let channel = c
         .connect(Some(crate::ctl::clock::now() + cfg.dial_timeout))
         .await

@@ -57,7 +57,7 @@ impl Dialer {
             (Some(ca), false) => builder.with_root_certificates(load_roots(ca)?),
             _ => builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AnyServer(provider(&[])?))),
+                .with_custom_certificate_verifier(Arc::new(AnyServer::new()?)),
         };
         let mut config = match (&info.cert_file, &info.key_file) {
             (Some(cert), Some(key)) => builder
@@ -69,6 +69,11 @@ impl Dialer {
         Ok(Dialer {
             tls: Some(Arc::new(config)),
         })
+    }
+
+    /// A dialler with a client configuration built elsewhere (cairnctl's, [`super::client`]).
+    pub fn with_config(config: Arc<rustls::ClientConfig>) -> Dialer {
+        Dialer { tls: Some(config) }
     }
 
     /// A channel to `url` (`http://host:port` or `https://host:port`), connected.
@@ -144,7 +149,129 @@ impl Target {
 }
 
 #[cfg(not(madsim))]
-type Io = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+type Io = hyper_util::rt::TokioIo<Primed<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>>;
+
+/// How long a dial waits for the server's first bytes after the TLS handshake.
+#[cfg(not(madsim))]
+const PRIMING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The bytes an HTTP/2 client opens a connection with (RFC 9113 section 3.4).
+#[cfg(not(madsim))]
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// A TLS stream on which the server has already answered. In TLS 1.3 the server checks a
+/// client certificate after the client's side of the handshake is done, so a refused client
+/// learns it only from its next read. So the dial sends HTTP/2's client preface itself and
+/// waits for the server's first bytes (its settings), as grpc-go waits for the server's
+/// preface before a connection counts as up: a refused certificate is a failed dial, retried
+/// until the deadline, not a failed call. The server's bytes are replayed to the reader, and
+/// the preface the HTTP/2 client then writes is dropped (it went out already).
+#[cfg(not(madsim))]
+pub(crate) struct Primed<S> {
+    head: Vec<u8>,
+    at: usize,
+    /// How much of the preface the HTTP/2 client has still to write (and the wire not see).
+    skip: usize,
+    inner: S,
+}
+
+#[cfg(not(madsim))]
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Primed<S> {
+    async fn new(mut inner: S) -> std::io::Result<Primed<S>> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        inner.write_all(H2_PREFACE).await?;
+        inner.flush().await?;
+        let mut head = vec![0u8; 4096];
+        let n = inner.read(&mut head).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        head.truncate(n);
+        Ok(Primed {
+            head,
+            at: 0,
+            skip: H2_PREFACE.len(),
+            inner,
+        })
+    }
+}
+
+#[cfg(not(madsim))]
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Primed<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.at < self.head.len() {
+            let n = buf.remaining().min(self.head.len() - self.at);
+            let at = self.at;
+            buf.put_slice(&self.head[at..at + n]);
+            self.at += n;
+            if self.at == self.head.len() {
+                self.head = Vec::new();
+                self.at = 0;
+            }
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+#[cfg(not(madsim))]
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Primed<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if self.skip > 0 && !data.is_empty() {
+            let sent = H2_PREFACE.len() - self.skip;
+            let n = self.skip.min(data.len());
+            if data[..n] != H2_PREFACE[sent..sent + n] {
+                return std::task::Poll::Ready(Err(std::io::Error::other(
+                    "the HTTP/2 client did not open with its preface",
+                )));
+            }
+            self.skip -= n;
+            return std::task::Poll::Ready(Ok(n));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if self.skip > 0 {
+            let first = bufs
+                .iter()
+                .find(|b| !b.is_empty())
+                .map_or(&[][..], |b| &b[..]);
+            return self.poll_write(cx, first);
+        }
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
 
 /// TCP (Nagle off) then a TLS handshake naming the URL's host (an IP address host is checked
 /// against the certificate's IP SANs).
@@ -188,15 +315,30 @@ impl tonic::codegen::Service<tonic::codegen::http::Uri> for Connector {
             let tcp = tokio::net::TcpStream::connect(&authority).await?;
             let _ = tcp.set_nodelay(true);
             let stream = tls.connect(name, tcp).await?;
-            Ok(hyper_util::rt::TokioIo::new(stream))
+            let primed = tokio::time::timeout(PRIMING_TIMEOUT, Primed::new(stream))
+                .await
+                .map_err(|_| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the server sent nothing after the TLS handshake",
+                    )
+                })??;
+            Ok(hyper_util::rt::TokioIo::new(primed))
         })
     }
 }
 
 /// Accepts any server certificate, still checking that the server holds its key: etcd's
-/// behaviour towards a member serving a self-signed (`--auto-tls`) certificate.
+/// behaviour towards a member serving a self-signed (`--auto-tls`) certificate, and etcdctl's
+/// `--insecure-skip-tls-verify`.
 #[derive(Debug)]
-struct AnyServer(Arc<rustls::crypto::CryptoProvider>);
+pub(crate) struct AnyServer(Arc<rustls::crypto::CryptoProvider>);
+
+impl AnyServer {
+    pub(crate) fn new() -> Result<AnyServer, TlsError> {
+        Ok(AnyServer(provider(&[])?))
+    }
+}
 
 impl rustls::client::danger::ServerCertVerifier for AnyServer {
     fn verify_server_cert(

@@ -15,7 +15,6 @@
 
 #[cfg(not(madsim))]
 pub mod accept;
-#[cfg(not(madsim))]
 pub mod client;
 pub mod dial;
 pub mod server;
