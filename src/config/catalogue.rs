@@ -49,8 +49,6 @@ pub struct Entry {
     pub effect: Effect,
 }
 
-const NO_TLS: &str =
-    "this certificate check is not supported yet; cairn will not accept peers or clients it was asked to refuse";
 const NO_AUTH: &str =
     "authentication is not supported yet (the auth calls answer Unimplemented), so it never applies";
 const NO_V2: &str = "cairn serves the v3 API only";
@@ -151,9 +149,6 @@ pub const ENTRIES: &[Entry] = &[
         "true",
         warn("the JSON gateway is always served on the client URLs"),
     ),
-    entry("client-cert-allowed-hostname", Str, "", refuse(NO_TLS)),
-    entry("peer-cert-allowed-cn", Str, "", refuse(NO_TLS)),
-    entry("peer-cert-allowed-hostname", Str, "", refuse(NO_TLS)),
     entry(
         "experimental-peer-skip-client-san-verification",
         Bool,

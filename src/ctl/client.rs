@@ -590,14 +590,14 @@ fn dial_error(address: &str, e: &(dyn std::error::Error + 'static)) -> DialError
         if let Some(tls) = s.downcast_ref::<rustls::Error>() {
             return DialError::Failed(format!(
                 "transport: authentication handshake failed: {}",
-                go_tls_error(tls)
+                tls::go_text(tls)
             ));
         }
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
             if let Some(tls) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
                 return DialError::Failed(format!(
                     "transport: authentication handshake failed: {}",
-                    go_tls_error(tls)
+                    tls::go_text(tls)
                 ));
             }
             let what = match io.kind() {
@@ -609,29 +609,6 @@ fn dial_error(address: &str, e: &(dyn std::error::Error + 'static)) -> DialError
         source = s.source();
     }
     DialError::Failed(format!("dial tcp {address}: {e}"))
-}
-
-/// Go's crypto/tls and crypto/x509 texts for the handshake failures a user meets.
-fn go_tls_error(e: &rustls::Error) -> String {
-    use rustls::{CertificateError, Error};
-    match e {
-        Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
-            "x509: certificate signed by unknown authority".into()
-        }
-        Error::InvalidCertificate(CertificateError::Expired)
-        | Error::InvalidCertificate(CertificateError::ExpiredContext { .. }) => {
-            "x509: certificate has expired or is not yet valid".into()
-        }
-        Error::InvalidCertificate(CertificateError::NotValidForName)
-        | Error::InvalidCertificate(CertificateError::NotValidForNameContext { .. }) => {
-            "x509: certificate is not valid for the requested name".into()
-        }
-        Error::AlertReceived(rustls::AlertDescription::CertificateRequired)
-        | Error::AlertReceived(rustls::AlertDescription::BadCertificate) => {
-            "remote error: tls: bad certificate".into()
-        }
-        other => other.to_string(),
-    }
 }
 
 /// How many requests a stream's sending half holds before the sender waits.

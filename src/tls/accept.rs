@@ -155,7 +155,8 @@ async fn accept_loop(
                     let _ = ready.send((conn, addr)).await;
                 }
                 Ok(Err(e)) => {
-                    tracing::warn!(remote = %addr, error = %e, "rejected connection");
+                    let error = super::go_io_text(&e);
+                    tracing::warn!(remote = %addr, %error, "rejected connection");
                 }
                 Err(_) => {
                     tracing::warn!(remote = %addr, "rejected connection (TLS handshake timed out)");

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use tokio_rustls::rustls;
 
+use super::names::{NameRule, NamedServers};
 use super::{load_certs, load_key, load_roots, provider, TlsError, TlsInfo};
 
 /// Dials `http://` and `https://` URLs with one side's TLS settings.
@@ -53,12 +54,27 @@ impl Dialer {
         let builder = rustls::ClientConfig::builder_with_provider(provider(&info.cipher_suites)?)
             .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
             .map_err(|e| TlsError::Rustls(e.to_string()))?;
-        let builder = match (&info.trusted_ca_file, info.self_signed) {
-            (Some(ca), false) => builder.with_root_certificates(load_roots(ca)?),
-            _ => builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AnyServer::new()?)),
-        };
+        let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> =
+            match (&info.trusted_ca_file, info.self_signed) {
+                (Some(ca), false) => rustls::client::WebPkiServerVerifier::builder_with_provider(
+                    Arc::new(load_roots(ca)?),
+                    provider(&[])?,
+                )
+                .build()
+                .map_err(|e| TlsError::Rustls(format!("server certificate verifier: {e}")))?,
+                _ => Arc::new(AnyServer::new()?),
+            };
+        let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> =
+            match NameRule::from_info(info)? {
+                Some(rule) => Arc::new(NamedServers {
+                    inner: verifier,
+                    rule,
+                }),
+                None => verifier,
+            };
+        let builder = builder
+            .dangerous()
+            .with_custom_certificate_verifier(verifier);
         let mut config = match (&info.cert_file, &info.key_file) {
             (Some(cert), Some(key)) => builder
                 .with_client_auth_cert(load_certs(cert)?, load_key(key)?)

@@ -17,6 +17,7 @@
 pub mod accept;
 pub mod client;
 pub mod dial;
+pub mod names;
 pub mod server;
 
 use std::path::{Path, PathBuf};
@@ -40,6 +41,11 @@ pub struct TlsInfo {
     pub cipher_suites: Vec<String>,
     /// The certificate is one `--auto-tls` made: dialling peers do not verify it.
     pub self_signed: bool,
+    /// `--peer-cert-allowed-cn`: the common name every verified certificate must have.
+    pub allowed_cn: Option<String>,
+    /// `--peer-cert-allowed-hostname` / `--client-cert-allowed-hostname`: the host name every
+    /// verified certificate must be valid for.
+    pub allowed_hostname: Option<String>,
 }
 
 impl TlsInfo {
@@ -72,6 +78,10 @@ pub enum TlsError {
     NoCa(PathBuf),
     #[error("{}: {}", .0.display(), .1)]
     Invalid(PathBuf, String),
+    #[error(
+        "AllowedCN and AllowedHostname are mutually exclusive (cn={cn:?}, hostname={hostname:?})"
+    )]
+    NameRules { cn: String, hostname: String },
     #[error("unexpected TLS cipher suite {0:?}")]
     UnknownCipherSuite(String),
     #[error("cannot create cert directory {}: {}", .0.display(), go_io_error(.1))]
@@ -250,6 +260,43 @@ pub(crate) fn provider(
             .retain(|s| s.version() == &rustls::version::TLS13 || wanted.contains(&s.suite()));
     }
     Ok(Arc::new(provider))
+}
+
+/// Go's crypto/tls and crypto/x509 words for the handshake failures users meet (etcd logs and
+/// etcdctl prints these), else rustls's own.
+pub fn go_text(e: &rustls::Error) -> String {
+    use rustls::{AlertDescription, CertificateError, Error};
+    match e {
+        Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
+            "x509: certificate signed by unknown authority".into()
+        }
+        Error::InvalidCertificate(CertificateError::Expired)
+        | Error::InvalidCertificate(CertificateError::ExpiredContext { .. }) => {
+            "x509: certificate has expired or is not yet valid".into()
+        }
+        Error::InvalidCertificate(CertificateError::NotValidForName)
+        | Error::InvalidCertificate(CertificateError::NotValidForNameContext { .. }) => {
+            "x509: certificate is not valid for the requested name".into()
+        }
+        Error::InvalidCertificate(CertificateError::Other(other)) => other.0.to_string(),
+        Error::AlertReceived(AlertDescription::CertificateRequired)
+        | Error::AlertReceived(AlertDescription::BadCertificate) => {
+            "remote error: tls: bad certificate".into()
+        }
+        Error::AlertReceived(AlertDescription::UnknownCA) => {
+            "remote error: tls: unknown certificate authority".into()
+        }
+        Error::NoCertificatesPresented => "tls: client didn't provide a certificate".into(),
+        other => other.to_string(),
+    }
+}
+
+/// [`go_text`] for an I/O error that carries a TLS error, else the I/O error's own text.
+pub fn go_io_text(e: &std::io::Error) -> String {
+    match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        Some(tls) => go_text(tls),
+        None => e.to_string(),
+    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tokio_rustls::rustls;
 
+use super::names::{NameRule, NamedClients};
 use super::{load_certs, load_crls, load_key, load_roots, provider, TlsError, TlsInfo};
 
 /// Where etcd keeps the file of system CA certificates on Debian and its kin; the pool a server
@@ -50,7 +51,13 @@ pub fn server_config(info: &TlsInfo) -> Result<Arc<rustls::ServerConfig>, TlsErr
         let verifier = verifier
             .build()
             .map_err(|e| TlsError::Rustls(format!("client certificate verifier: {e}")))?;
-        builder.with_client_cert_verifier(verifier)
+        match NameRule::from_info(info)? {
+            Some(rule) => builder.with_client_cert_verifier(Arc::new(NamedClients {
+                inner: verifier,
+                rule,
+            })),
+            None => builder.with_client_cert_verifier(verifier),
+        }
     } else {
         builder.with_no_client_auth()
     };
