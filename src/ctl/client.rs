@@ -585,20 +585,20 @@ async fn dial(ep: &str, left: Option<Duration>, security: &Security) -> Result<C
 /// grpc-go's words for a failed dial: Go's `net` error for TCP, and the handshake's own
 /// (`transport: authentication handshake failed: x509: …`) for TLS.
 fn dial_error(address: &str, e: &(dyn std::error::Error + 'static)) -> DialError {
+    let handshake = |tls: &rustls::Error| {
+        DialError::Failed(format!(
+            "transport: authentication handshake failed: {}",
+            tls::go_text(tls)
+        ))
+    };
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = source {
         if let Some(tls) = s.downcast_ref::<rustls::Error>() {
-            return DialError::Failed(format!(
-                "transport: authentication handshake failed: {}",
-                tls::go_text(tls)
-            ));
+            return handshake(tls);
         }
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
             if let Some(tls) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-                return DialError::Failed(format!(
-                    "transport: authentication handshake failed: {}",
-                    tls::go_text(tls)
-                ));
+                return handshake(tls);
             }
             let what = match io.kind() {
                 std::io::ErrorKind::ConnectionRefused => "connect: connection refused".to_string(),

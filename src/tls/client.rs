@@ -55,17 +55,7 @@ pub fn client_config(files: &ClientFiles) -> Result<Arc<rustls::ClientConfig>, T
             .with_client_auth_cert(load_certs(cert)?, load_key(key)?)
             .map_err(|e| TlsError::Rustls(format!("tls: {e}")))?,
         (None, None) => builder.with_no_client_auth(),
-        (cert, key) => {
-            let show = |p: &Option<PathBuf>| {
-                p.as_deref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default()
-            };
-            return Err(TlsError::Incomplete {
-                key: show(key),
-                cert: show(cert),
-            });
-        }
+        (cert, key) => return Err(TlsError::incomplete(cert.as_deref(), key.as_deref())),
     };
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))

@@ -1,11 +1,12 @@
 //! # TLS for the client and peer ports, with etcd's flags
 //!
 //! What this module owns: reading PEM files named by etcd's flags into rustls configurations
-//! (server side: [`server`]; dialling side: [`client`]), the self-signed certificates of
-//! `--auto-tls` / `--peer-auto-tls`, and the listener that serves plain and TLS connections on
-//! one port ([`accept`]). It is production I/O only: the simulator's members talk plaintext over
-//! madsim's network, so the listener and the dialling side are not compiled under `cfg(madsim)`
-//! (the settings are, as the configuration carries them).
+//! (server side: [`server`]; members dialling members: [`dial`]; cairnctl: [`client`]), the
+//! certificate name checks ([`names`]), the self-signed certificates of `--auto-tls` /
+//! `--peer-auto-tls`, and the listener that serves plain and TLS connections on one port
+//! ([`accept`]). The simulator's members talk plaintext over madsim's network: the listener is
+//! not compiled under `cfg(madsim)`, and there [`dial`] dials only plaintext (the settings are
+//! compiled, as the configuration carries them).
 //!
 //! The flags keep etcd's meaning (etcd's `transport.TLSInfo`): a port serves TLS when one of its
 //! URLs is `https://`; `--trusted-ca-file` alone already makes the server require and verify a
@@ -52,6 +53,17 @@ impl TlsInfo {
     /// etcd's `TLSInfo.Empty`: neither a certificate nor a key was named.
     pub fn is_empty(&self) -> bool {
         self.cert_file.is_none() && self.key_file.is_none()
+    }
+}
+
+impl TlsError {
+    /// etcd's error for a certificate without its key or a key without its certificate.
+    pub(crate) fn incomplete(cert: Option<&Path>, key: Option<&Path>) -> TlsError {
+        let show = |p: Option<&Path>| p.map(|p| p.display().to_string()).unwrap_or_default();
+        TlsError::Incomplete {
+            key: show(key),
+            cert: show(cert),
+        }
     }
 }
 

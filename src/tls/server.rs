@@ -22,10 +22,10 @@ const SELF_CERT_VALIDITY_DAYS: i64 = 365;
 /// (and `http/1.1`, for HTTP/1 clients of `/health` and the JSON gateway).
 pub fn server_config(info: &TlsInfo) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let (Some(cert), Some(key)) = (&info.cert_file, &info.key_file) else {
-        return Err(TlsError::Incomplete {
-            key: display(info.key_file.as_deref()),
-            cert: display(info.cert_file.as_deref()),
-        });
+        return Err(TlsError::incomplete(
+            info.cert_file.as_deref(),
+            info.key_file.as_deref(),
+        ));
     };
     let provider = provider(&info.cipher_suites)?;
     let certs = load_certs(cert)?;
@@ -67,10 +67,6 @@ pub fn server_config(info: &TlsInfo) -> Result<Arc<rustls::ServerConfig>, TlsErr
     })?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
-}
-
-fn display(path: Option<&Path>) -> String {
-    path.map(|p| p.display().to_string()).unwrap_or_default()
 }
 
 /// etcd's `transport.SelfCert`: the certificate and key in `dir` (`cert.pem`, `key.pem`), made
